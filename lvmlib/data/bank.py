@@ -1,0 +1,248 @@
+"""The concept bank: unit vectors of every concept, in article order, with their split.
+
+A bank on disk is a folder:
+
+    manifest.json   corpus, chunker, encoder, counts, split, content fingerprint
+    vectors.npy     (N, D) float32, L2-normalised
+    concepts.npz    article (N,) int32, position (N,) int32
+    texts.jsonl     one JSON string per concept, same order
+    articles.jsonl  one {"id", "title", "split"} per article, in article-index order
+
+Concepts are stored article by article (positions 0..n-1), so a context window is a slice
+and can never cross an article boundary unless someone asks it to.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "ood")
+CONTEXT = 5  # concepts of context; the target is the 6th
+
+
+class BankError(ValueError):
+    """A bank (on disk or in memory) that is not what it claims to be."""
+
+
+@dataclass
+class Bank:
+    vectors: np.ndarray          # (N, D) float32, unit rows
+    article: np.ndarray          # (N,) int32 article index, non-decreasing
+    position: np.ndarray         # (N,) int32 position in its article, 0..n-1
+    text: list[str]              # (N,) concept text
+    articles: list[dict]         # per article index: {"id", "title", "split"}
+    train_order: np.ndarray      # train article indices, the order nested subsets grow in
+    manifest: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self):
+        validate(self)
+        self._article_split = np.array([a["split"] for a in self.articles])
+        starts = np.flatnonzero(self.position == 0)
+        self.article_start = starts.astype(np.int64)                    # first concept of each article
+        self.article_length = np.diff(np.append(starts, len(self.position))).astype(np.int64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def split(self) -> np.ndarray:
+        """Per concept: "train", "val" or "ood" (the split of its article)."""
+        return self._article_split[self.article]
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def articles_in(self, split: str) -> np.ndarray:
+        check_split(split)
+        return np.flatnonzero(self._article_split == split)
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise BankError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+def validate(bank: Bank) -> None:
+    """Refuse a bank whose arrays are inconsistent, non-finite, or not unit-norm."""
+    v = bank.vectors
+    where = f" ({bank.path})" if bank.path else ""
+    if not isinstance(v, np.ndarray) or v.ndim != 2:
+        raise BankError(f"vectors must be a 2-D array, got shape {getattr(v, 'shape', None)}{where}")
+    if v.dtype != np.float32:
+        raise BankError(f"vectors must be float32, got {v.dtype}{where}")
+    n = v.shape[0]
+    for name in ("article", "position"):
+        a = getattr(bank, name)
+        if a.shape != (n,):
+            raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
+    if len(bank.text) != n:
+        raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
+    bad = ~np.isfinite(v).all(axis=1)
+    if bad.any():
+        raise BankError(f"{bad.sum()} vector rows contain NaN/inf (first row {np.flatnonzero(bad)[0]}){where}")
+    norms = np.linalg.norm(v, axis=1)
+    off = np.abs(norms - 1.0) > 1e-3
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise BankError(f"{off.sum()} vector rows are not unit-norm (row {i} has norm {norms[i]:.4g}){where}")
+    if n and (bank.position[0] != 0 or np.any(np.diff(bank.article) < 0)):
+        raise BankError(f"concepts must be stored article by article, starting at position 0{where}")
+    # positions run 0,1,2,... inside each article and restart at 0 exactly when the article changes
+    new_article = np.diff(bank.article) != 0
+    expected_next = np.where(new_article, 0, bank.position[:-1] + 1)
+    if n and np.any(bank.position[1:] != expected_next):
+        raise BankError(f"positions are not 0..n-1 within each article{where}")
+    if n and (bank.article.max() >= len(bank.articles)):
+        raise BankError(f"article index {bank.article.max()} but only {len(bank.articles)} articles listed{where}")
+    for a in bank.articles:
+        if a.get("split") not in SPLITS:
+            raise BankError(f"article {a.get('id')!r} has split {a.get('split')!r}{where}")
+
+
+def fingerprint(vectors: np.ndarray, article: np.ndarray, position: np.ndarray, splits: list[str]) -> str:
+    """A content hash of what training and evaluation read: vectors, layout and split."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(article, dtype=np.int32).tobytes())
+    h.update(np.ascontiguousarray(position, dtype=np.int32).tobytes())
+    h.update("\n".join(splits).encode())
+    return h.hexdigest()[:16]
+
+
+def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, seed: int) -> tuple[list[str], np.ndarray]:
+    """Split articles, never concepts.
+
+    OOD is a contiguous block at the end of the corpus order (a later "ingestion batch", as
+    in the original's article ranges); VAL is a seeded random sample of the rest. Both depend
+    only on (n_articles, fractions, seed), so they stay fixed whatever training size is used.
+    Returns the per-article split and the seeded order in which nested training subsets grow.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= ood_fraction < 1 and val_fraction + ood_fraction < 1):
+        raise BankError(f"bad split fractions val={val_fraction} ood={ood_fraction}")
+    n_ood = int(round(n_articles * ood_fraction))
+    n_val = int(round(n_articles * val_fraction))
+    rng = np.random.default_rng(seed)
+    split = np.full(n_articles, "train", dtype=object)
+    split[n_articles - n_ood:] = "ood"
+    in_dist = np.arange(n_articles - n_ood)
+    split[rng.choice(in_dist, size=n_val, replace=False)] = "val"
+    train = np.flatnonzero(split == "train")
+    train_order = rng.permutation(train).astype(np.int64)
+    return [str(s) for s in split], train_order
+
+
+@dataclass
+class Sequences:
+    """ctx-5 windows: contexts[i] = v[t-5:t] and targets[i] = v[t] of one article."""
+    contexts: np.ndarray   # (M, 5, D) float32
+    targets: np.ndarray    # (M, D) float32
+    article: np.ndarray    # (M,) article index
+    position: np.ndarray   # (M,) position of the target in its article
+    index: np.ndarray      # (M,) global row of the target in bank.vectors
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+
+def _windows_of(starts: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
+    """Global target rows t with t-context..t all in the same article (per-article arange)."""
+    parts = [s + np.arange(context, n) for s, n in zip(starts, lengths) if n > context]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def train_subset(bank: Bank, train_concepts: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Article starts and lengths of the first `train_concepts` training concepts.
+
+    Articles are taken in bank.train_order; the last one is cut to a prefix so the count is
+    exact. Because the order is fixed, a smaller subset is always a prefix of a larger one.
+    """
+    order = bank.train_order
+    starts, lengths = bank.article_start[order], bank.article_length[order]
+    if train_concepts is None:
+        return starts, lengths
+    total = int(lengths.sum())
+    if train_concepts > total or train_concepts <= 0:
+        raise BankError(f"train_concepts={train_concepts}, but the bank has {total} training concepts")
+    cum = np.cumsum(lengths)
+    k = int(np.searchsorted(cum, train_concepts))          # article where the budget runs out
+    lengths = lengths[: k + 1].copy()
+    lengths[-1] -= int(cum[k] - train_concepts)
+    return starts[: k + 1], lengths
+
+
+def sequences(bank: Bank, split: str, train_concepts: int | None = None, context: int = CONTEXT) -> Sequences:
+    """All ctx windows of one split. `train_concepts` (train only) picks a nested subset."""
+    check_split(split)
+    if split == "train":
+        starts, lengths = train_subset(bank, train_concepts)
+    else:
+        if train_concepts is not None:
+            raise BankError("train_concepts applies to the train split only")
+        arts = bank.articles_in(split)
+        starts, lengths = bank.article_start[arts], bank.article_length[arts]
+    t = _windows_of(starts, lengths, context)
+    rows = t[:, None] + np.arange(-context, 0)
+    return Sequences(
+        contexts=bank.vectors[rows],
+        targets=bank.vectors[t],
+        article=bank.article[t].astype(np.int64),
+        position=bank.position[t].astype(np.int64),
+        index=t,
+    )
+
+
+def neighbours(bank: Bank, index: np.ndarray, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors at v[t+k] for each target row t and offset k, only within t's own article.
+
+    Returns (vectors (M, K, D), valid (M, K) bool); invalid cells (outside the article) are 0.
+    5CAT's offset sweep uses offsets -3..3 (k=0 is the target itself); rollout uses 0..H-1.
+    """
+    offsets = np.asarray(list(offsets), dtype=np.int64)
+    index = np.asarray(index, dtype=np.int64)
+    pos = bank.position[index][:, None] + offsets[None, :]
+    length = bank.article_length[bank.article[index]][:, None]
+    valid = (pos >= 0) & (pos < length)
+    rows = np.where(valid, index[:, None] + offsets[None, :], 0)
+    out = bank.vectors[rows]
+    out[~valid] = 0.0
+    return out, valid
+
+
+def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return (q * np.sign(np.diag(r))).astype(np.float32)
+
+
+def synthetic_bank(n_articles: int = 60, length: int = 20, dim: int = 32, noise: float = 0.0,
+                   seed: int = 0, val_fraction: float = 0.15, ood_fraction: float = 0.15) -> tuple[Bank, np.ndarray]:
+    """A bank whose right answer is known: v[t+1] = normalize(R v[t] + noise), R a fixed rotation.
+
+    Returns (bank, R). The oracle predictor normalize(ctx[-1] @ R.T) scores cosine 1 when
+    noise is 0; copy-last and the context mean score about 0, since a random rotation maps a
+    vector to a nearly orthogonal one in high dimension.
+    """
+    rng = np.random.default_rng(seed)
+    rot = random_rotation(dim, rng)
+    rows = []
+    for _ in range(n_articles):
+        x = rng.standard_normal(dim).astype(np.float32)
+        x /= np.linalg.norm(x)
+        for _ in range(length):
+            rows.append(x)
+            x = rot @ x + noise * rng.standard_normal(dim).astype(np.float32)
+            x /= np.linalg.norm(x)
+    vectors = np.stack(rows).astype(np.float32)
+    article = np.repeat(np.arange(n_articles), length).astype(np.int32)
+    position = np.tile(np.arange(length), n_articles).astype(np.int32)
+    split, order = assign_splits(n_articles, val_fraction, ood_fraction, seed)
+    articles = [{"id": f"syn{i}", "title": f"synthetic {i}", "split": s} for i, s in enumerate(split)]
+    text = [f"synthetic {a}:{p}" for a, p in zip(article, position)]
+    manifest = {"kind": "synthetic", "noise": noise, "seed": seed, "dim": dim,
+                "fingerprint": fingerprint(vectors, article, position, split)}
+    return Bank(vectors, article, position, text, articles, order, manifest), rot
