@@ -125,8 +125,9 @@ def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, see
     """
     if not (0 <= val_fraction < 1 and 0 <= ood_fraction < 1 and val_fraction + ood_fraction < 1):
         raise BankError(f"bad split fractions val={val_fraction} ood={ood_fraction}")
-    n_ood = int(round(n_articles * ood_fraction))
-    n_val = int(round(n_articles * val_fraction))
+    # at least one article per requested held-out split, so tiny corpora still evaluate
+    n_ood = max(int(round(n_articles * ood_fraction)), int(ood_fraction > 0 and n_articles >= 3))
+    n_val = max(int(round(n_articles * val_fraction)), int(val_fraction > 0 and n_articles >= 3))
     rng = np.random.default_rng(seed)
     split = np.full(n_articles, "train", dtype=object)
     split[n_articles - n_ood:] = "ood"

@@ -1,0 +1,75 @@
+"""Cut paragraphs into concepts: sentences merged up to a target length, never across paragraphs.
+
+Sentence splitting uses blingfire (a maintained finite-state splitter; ~70x faster than pysbd
+here, which matters for a 64M-word corpus). The merge is greedy and deterministic: a sentence
+joins the current concept while that brings its length closer to the target.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import blingfire
+
+
+@dataclass(frozen=True)
+class ChunkerConfig:
+    target_words: int = 60
+    min_words: int = 10    # shorter leftovers join the previous concept, or are dropped (counted)
+    max_words: int = 400   # longer sentences are cut at word boundaries
+
+    def __post_init__(self):
+        if not (0 < self.min_words <= self.target_words <= self.max_words):
+            raise ValueError(f"chunker needs 0 < min_words <= target_words <= max_words, got {self}")
+
+    def as_dict(self) -> dict:
+        return {"splitter": f"blingfire {getattr(blingfire, '__version__', '0.1.8')}", **asdict(self)}
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    text = " ".join(paragraph.split())
+    if not text:
+        return []
+    return [s for s in blingfire.text_to_sentences(text).split("\n") if s.strip()]
+
+
+def _cut_long(words: list[str], max_words: int) -> list[list[str]]:
+    return [words[i:i + max_words] for i in range(0, len(words), max_words)]
+
+
+def chunk_paragraph(paragraph: str, cfg: ChunkerConfig) -> tuple[list[str], int]:
+    """Concepts of one paragraph, and how many words were dropped as too short to stand alone."""
+    pieces: list[list[str]] = []
+    for sentence in split_sentences(paragraph):
+        pieces.extend(_cut_long(sentence.split(), cfg.max_words))
+    concepts: list[list[str]] = []
+    current: list[str] = []
+    for words in pieces:
+        if len(current) < cfg.min_words:            # too short to stand alone: always merge
+            current = current + words
+            while len(current) > cfg.max_words:
+                concepts.append(current[:cfg.max_words])
+                current = current[cfg.max_words:]
+            continue
+        merged = len(current) + len(words)
+        closer = abs(merged - cfg.target_words) <= abs(len(current) - cfg.target_words)
+        if merged > cfg.max_words or not closer:
+            concepts.append(current)
+            current = []
+        current = current + words
+    if current:
+        if len(current) >= cfg.min_words:
+            concepts.append(current)
+        elif concepts and len(concepts[-1]) + len(current) <= cfg.max_words:
+            concepts[-1] = concepts[-1] + current
+        else:
+            return [" ".join(c) for c in concepts], len(current)
+    return [" ".join(c) for c in concepts], 0
+
+
+def chunk_article(paragraphs: list[str], cfg: ChunkerConfig) -> tuple[list[str], int]:
+    concepts, dropped = [], 0
+    for p in paragraphs:
+        c, d = chunk_paragraph(p, cfg)
+        concepts.extend(c)
+        dropped += d
+    return concepts, dropped

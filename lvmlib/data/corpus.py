@@ -1,0 +1,99 @@
+"""Read a corpus of articles: JSON lines {"id", "title", "paragraphs": [...]}, plain or gzip."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_CORPUS_NAME = "enwiki-2015-25k.jsonl.gz"
+CORPUS_ENV = "LVM_CORPUS"
+
+
+class CorpusError(ValueError):
+    """A corpus file or line that is not a valid article."""
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    title: str
+    paragraphs: list[str]
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_corpus() -> Path:
+    """$LVM_CORPUS if set, else ../shared/corpora/enwiki-2015-25k.jsonl.gz beside the repo."""
+    env = os.environ.get(CORPUS_ENV)
+    if env:
+        return Path(env)
+    return repo_root().parent / "shared" / "corpora" / DEFAULT_CORPUS_NAME
+
+
+def _open(path: Path):
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")
+
+
+def _parse(line: str, path: Path, lineno: int) -> Article:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise CorpusError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("id", "title", "paragraphs"):
+        if key not in obj:
+            raise CorpusError(f"{path}:{lineno}: missing key {key!r}")
+    paragraphs = obj["paragraphs"]
+    if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
+        raise CorpusError(f"{path}:{lineno}: 'paragraphs' must be a list of strings")
+    if not isinstance(obj["title"], str) or not isinstance(obj["id"], (str, int)):
+        raise CorpusError(f"{path}:{lineno}: 'id' must be a string or integer and 'title' a string")
+    return Article(str(obj["id"]), obj["title"], paragraphs)
+
+
+class CorpusReader:
+    """Iterates articles; counts (or refuses) malformed lines, never drops them silently."""
+
+    def __init__(self, path: str | Path, max_articles: int | None = None, skip_bad: bool = False):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CorpusError(f"corpus not found: {self.path} (set --corpus or ${CORPUS_ENV})")
+        self.max_articles = max_articles
+        self.skip_bad = skip_bad
+        self.bad_lines: list[int] = []
+
+    def __iter__(self) -> Iterator[Article]:
+        self.bad_lines = []
+        n = 0
+        with _open(self.path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if self.max_articles is not None and n >= self.max_articles:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    article = _parse(line, self.path, lineno)
+                except CorpusError:
+                    if not self.skip_bad:
+                        raise
+                    self.bad_lines.append(lineno)
+                    continue
+                n += 1
+                yield article
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,119 @@
+"""Write and read a concept bank folder; refuse one whose files do not match its manifest."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .bank import Bank, BankError, fingerprint
+
+FORMAT = "lvm-bank/1"
+FILES = ("manifest.json", "vectors.npy", "concepts.npz", "texts.jsonl", "articles.jsonl")
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(file_object) on a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bank or report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+
+
+def write_jsonl(path, rows) -> None:
+    atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
+
+
+def read_jsonl(path: Path) -> list:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise BankError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def save_layout(folder: Path, article, position, text, articles, train_order) -> None:
+    """Everything but the vectors (the build writes these first, then encodes)."""
+    atomic_write(folder / "concepts.npz", lambda f: np.savez(
+        f, article=np.asarray(article, np.int32), position=np.asarray(position, np.int32),
+        train_order=np.asarray(train_order, np.int64)))
+    write_jsonl(folder / "texts.jsonl", text)
+    write_jsonl(folder / "articles.jsonl", articles)
+
+
+def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
+    """Write a whole bank; the manifest goes last, so a folder with a manifest is complete."""
+    folder = Path(folder)
+    save_layout(folder, bank.article, bank.position, bank.text, bank.articles, bank.train_order)
+    atomic_write(folder / "vectors.npy", lambda f: np.save(f, bank.vectors))
+    manifest = {**manifest, "format": FORMAT, **describe(bank)}
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+def describe(bank: Bank) -> dict:
+    """Counts and the content fingerprint, as the manifest records them."""
+    from .bank import SPLITS
+    splits = [a["split"] for a in bank.articles]
+    per_split = {}
+    for s in SPLITS:
+        arts = bank.articles_in(s)
+        per_split[s] = {"articles": int(len(arts)), "concepts": int(bank.article_length[arts].sum()),
+                        "sequences": int(np.clip(bank.article_length[arts] - 5, 0, None).sum())}
+    return {"shape": list(bank.vectors.shape), "dtype": str(bank.vectors.dtype),
+            "counts": {"articles": len(bank.articles), "concepts": len(bank), "per_split": per_split},
+            "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, splits)}
+
+
+def load_bank(folder: str | Path, verify: bool = True) -> Bank:
+    """Read a bank folder. Refuses missing files, a wrong shape/dtype, NaN or zero-norm rows,
+    and files whose content fingerprint differs from the manifest's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BankError(f"no bank folder at {folder} (build one with `lvm data build`)")
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        hint = " (an unfinished build? run `lvm data build` again to resume)" if (folder / ".build").exists() else ""
+        raise BankError(f"bank {folder} is missing {', '.join(missing)}{hint}")
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except json.JSONDecodeError as e:
+        raise BankError(f"{folder / 'manifest.json'}: not valid JSON ({e.msg})") from None
+    if manifest.get("format") != FORMAT:
+        raise BankError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    try:
+        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        with np.load(folder / "concepts.npz", allow_pickle=False) as z:
+            article, position, train_order = z["article"], z["position"], z["train_order"]
+    except (ValueError, OSError, KeyError, EOFError) as e:
+        raise BankError(f"bank {folder}: unreadable array file ({e})") from None
+    if list(vectors.shape) != manifest.get("shape") or str(vectors.dtype) != manifest.get("dtype"):
+        raise BankError(f"{folder / 'vectors.npy'}: shape {vectors.shape} {vectors.dtype}, but the manifest "
+                        f"says {manifest.get('shape')} {manifest.get('dtype')}")
+    text = read_jsonl(folder / "texts.jsonl")
+    articles = read_jsonl(folder / "articles.jsonl")
+    bank = Bank(vectors, article, position, text, articles, train_order, manifest, folder)
+    if verify:
+        found = fingerprint(vectors, article, position, [a["split"] for a in articles])
+        if found != manifest.get("fingerprint"):
+            raise BankError(f"bank {folder}: content fingerprint {found} does not match the manifest's "
+                            f"{manifest.get('fingerprint')} (files changed after the build?)")
+    return bank
