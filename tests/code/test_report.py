@@ -1,0 +1,204 @@
+"""lvmlib.report: two real notebook executions (one ok, one failing) plus cheap unit checks."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import yaml
+
+from lvmlib import report
+
+RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}Z-(nogit|[0-9a-f]{4,40}(-dirty)?)-[0-9a-f]{8}(-\d+)?$")
+CODE_MARKER = "SECRET_CODE_MARKER_7f3a"  # appears only in code, never in output
+
+
+def _notebook(path: Path, body: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('n_steps = 5\nlabel = "default"\nscale = 2**3')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(src) for src in body]
+    nbformat.write(nb, path)
+    return path
+
+
+OK_BODY = [
+    # plain tqdm, mininterval=0: one stream message per step, all in the stored notebook
+    "from tqdm import tqdm\nfor _ in tqdm(range(n_steps), mininterval=0):\n    pass",
+    "import os\nimport numpy as np\nfrom lvmlib.report import save_metrics\n"
+    f"{CODE_MARKER} = 1\n"
+    "save_metrics({'headline': {'val_cos': np.float32(0.625)}, 'curve': np.arange(3),\n"
+    "              'omp': os.environ.get('OMP_WAIT_POLICY'), 'cwd': os.getcwd()})\n"
+    "print('output-marker-' + label, scale)",
+]
+FAIL_BODY = ["raise ValueError('boom-42')", "print('never-printed')"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Execute both notebooks once; the tests below inspect the results."""
+    report.ensure_kernel("lvm-lab")
+    base = tmp_path_factory.mktemp("report")
+    nb_dir = base / "nbs"
+    nb_dir.mkdir()
+    outputs = base / "outputs"
+    params = base / "p.yaml"
+    params.write_text("n_steps: 37\nlabel: hello\n")
+    ok_dir = report.run_report(_notebook(nb_dir / "tiny.ipynb", OK_BODY), params, outputs_root=outputs,
+                               execution_timeout=120, start_timeout=60)
+    with pytest.raises(report.ReportFailed) as failed:
+        report.run_report(_notebook(nb_dir / "broken.ipynb", FAIL_BODY), params, outputs_root=outputs,
+                          execution_timeout=120, start_timeout=60)
+    return {"ok": ok_dir, "failed": failed.value, "outputs": outputs, "nb_dir": nb_dir, "params": params}
+
+
+def test_ok_run_folder(runs):
+    d = runs["ok"]
+    assert d.parent == runs["outputs"] / "tiny"
+    assert RUN_DIR_RE.match(d.name), d.name
+    assert sorted(p.name for p in d.iterdir()) == sorted(report.RUN_FILES)  # no temp files left
+
+    assert yaml.safe_load((d / "params.yaml").read_text()) == {"n_steps": 37, "label": "hello"}
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["headline"] == {"val_cos": 0.625}
+    assert metrics["curve"] == [0, 1, 2]
+    assert metrics["omp"] == "PASSIVE"  # the kernel's environment
+    assert Path(metrics["cwd"]) == runs["nb_dir"].resolve()  # papermill cwd = notebook folder
+
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "ok" and info["error"] is None
+    assert info["params_file"].endswith("p.yaml") and info["notebook"].endswith("tiny.ipynb")
+    assert info["unresolved_defaults"] == {"scale": "2**3"}
+    assert d.name.endswith(info["params_hash"]) and info["git"]["label"] in d.name
+    assert info["duration_s"] > 0 and info["started_utc"] <= info["finished_utc"]
+    assert info["versions"]["python"] and info["machine"]["cpu_count"] >= 1
+    host = os.uname().nodename
+    assert len(host) < 4 or host not in json.dumps(info)  # hostname-free
+
+
+def test_ok_report_html(runs):
+    d = runs["ok"]
+    page = (d / "report.html").read_text()
+    assert CODE_MARKER not in page  # no code inputs
+    assert "output-marker-hello 8" in page  # outputs present, parameters applied
+    assert "This run FAILED" not in page
+    # the stored notebook holds every tqdm update; the report shows only the final bar
+    executed = nbformat.read(d / "notebook.ipynb", as_version=4)
+    raw = "".join(o.get("text", "") for o in executed.cells[2].outputs)  # after injected params
+    assert raw.count("/37") > 10
+    assert page.count("37/37") == 1 and "36/37" not in page
+
+
+def test_failed_run_is_rendered_and_marked(runs):
+    exc = runs["failed"]
+    assert "boom-42" in str(exc) and "report.html" in str(exc)
+    d = exc.run_dir
+    assert d.parent == runs["outputs"] / "broken" and RUN_DIR_RE.match(d.name)
+    assert sorted(p.name for p in d.iterdir()) == sorted(report.RUN_FILES)
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "failed" and "ValueError: boom-42" in info["error"]
+    assert json.loads((d / "metrics.json").read_text()) == {} and info["metrics_saved"] is False
+    page = (d / "report.html").read_text()
+    banner = page.find("This run FAILED: ValueError: boom-42")
+    assert 0 <= banner < page.find("Traceback") and "never-printed" not in page
+
+
+def test_index_lists_runs(runs):
+    page = (runs["outputs"] / "index.html").read_text()
+    ok, bad = runs["ok"], runs["failed"].run_dir
+    assert f'href="tiny/{ok.name}/report.html"' in page and f'href="tiny/{ok.name}/params.yaml"' in page
+    assert f'href="broken/{bad.name}/report.html"' in page
+    assert "val_cos=0.625" in page and ">failed<" in page and ">ok<" in page
+    assert page.index("<h2>broken</h2>") < page.index("<h2>tiny</h2>")
+
+
+# --------------------------------------------------------------------------- no kernel needed
+def test_index_newest_first_and_broken_runs(tmp_path):
+    for run_id, started, metrics in (("20250101T000000Z-nogit-00000001", "2025-01-01T00:00:00+00:00",
+                                      {"cos": 0.5, "curve": [1, 2], "name": "a"}),
+                                     ("20250102T000000Z-nogit-00000002", "2025-01-02T00:00:00+00:00",
+                                      {"headline": {"r1": 0.25}, "cos": 0.9})):
+        d = tmp_path / "nb" / run_id
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"status": "ok", "started_utc": started}))
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "nb" / "20250103T000000Z-nogit-00000003").mkdir()  # never finished
+    bad = tmp_path / "nb" / "20241231T000000Z-nogit-00000004"
+    bad.mkdir()
+    (bad / "run.json").write_text("{not json")
+    page = report.build_index(tmp_path).read_text()
+    order = [page.index(f"-0000000{i}<") for i in (3, 2, 1, 4)]
+    assert order == sorted(order)
+    assert "incomplete" in page and "unreadable run.json" in page
+    assert "r1=0.25" in page and "cos=0.9" not in page  # headline key wins
+    assert "cos=0.5" in page and "name=a" in page and "curve" not in page  # scalars only
+
+
+def test_save_metrics(tmp_path, monkeypatch):
+    monkeypatch.delenv(report.REPORT_DIR_ENV, raising=False)
+    m = {"a": np.float64(0.5)}
+    assert report.save_metrics(m) is m and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setenv(report.REPORT_DIR_ENV, str(tmp_path))
+    report.save_metrics({"a": np.int64(2), "v": np.array([[1.5]]), "nan": float("nan")})
+    report.save_metrics({"b": (True, None)})  # later calls merge
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "a": 2, "v": [[1.5]], "nan": "nan", "b": [True, None]}
+    with pytest.raises(TypeError, match=r"metrics\.x: value of type object"):
+        report.save_metrics({"x": object()})
+    with pytest.raises(TypeError, match="key 1"):
+        report.save_metrics({1: 2})
+
+
+def test_bad_params_are_named(tmp_path):
+    nb = _notebook(tmp_path / "t.ipynb", ["pass"])
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(report.ReportError, match=r"list\.yaml.*expected a mapping"):
+        report.run_report(nb, listy, outputs_root=tmp_path / "out")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("n_stepz: 3\n")
+    with pytest.raises(report.ReportError, match=r"typo\.yaml.*unknown parameter.*n_stepz"):
+        report.run_report(nb, typo, outputs_root=tmp_path / "out")
+    with pytest.raises(report.ReportError, match=r"missing\.yaml.*cannot read"):
+        report.run_report(nb, tmp_path / "missing.yaml", outputs_root=tmp_path / "out")
+    with pytest.raises(report.ReportError, match="no such file"):
+        report.run_report(tmp_path / "nope.ipynb")
+    assert not (tmp_path / "out").exists()  # rejected before any run folder
+
+
+def test_params_hash_and_resolution(tmp_path):
+    nb = _notebook(tmp_path / "t.ipynb", ["pass"])
+    resolved, unresolved = report.resolve_params(nb, {"label": "x"}, "test")
+    assert resolved == {"n_steps": 5, "label": "x"} and unresolved == {"scale": "2**3"}
+    assert report.params_hash({"a": 1, "b": 2}) == report.params_hash({"b": 2, "a": 1})
+    assert report.params_hash({"a": 1}) != report.params_hash({"a": 2})
+    assert re.fullmatch(r"[0-9a-f]{8}", report.params_hash({}))
+
+
+def test_ensure_kernel_installs_with_passive_omp(tmp_path):
+    spec_dir = report.ensure_kernel("lvm-lab-test", prefix=tmp_path)
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec_dir == tmp_path / "share" / "jupyter" / "kernels" / "lvm-lab-test"
+    assert spec["env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert report.ensure_kernel("lvm-lab-test", prefix=tmp_path) == spec_dir  # idempotent
+
+
+def test_cli(tmp_path, monkeypatch, capsys):
+    assert report.cli_main(["--index", "--outputs", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "index.html").exists()
+    assert report.cli_main([str(tmp_path / "nope.ipynb")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+    def fail(*a, **k):
+        raise report.ReportFailed("notebook x failed: ValueError: y", tmp_path)
+
+    monkeypatch.setattr(report, "run_report", fail)
+    assert report.cli_main(["x.ipynb", "--params", "p.yaml"]) == 1
+    assert "FAILED" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report.cli_main([])  # neither a notebook nor --index
