@@ -1,0 +1,378 @@
+"""Next-concept-vector models: read 5 context vectors (B, 5, D), predict the next one (B, D).
+
+Every model returned by `build_model` is an `LVM`: a thin wrapper around a *core* network
+that maps (B, 5, in_dim) to a raw vector (B, D). The wrapper owns what all models share:
+
+    model(ctx)         -> unit vectors (B, D)        (evaluation is on these)
+    model.raw(ctx)     -> raw output (B, D)           (MSE is taken on this)
+    model.raw_all(ctx) -> (B, 5, D), base_lcm only    (position i predicts the vector after ctx[i])
+    model.config       -> dict; build_model(**model.config) rebuilds the same architecture
+    model.fit(vectors) -> fits training statistics (global mean, robust scaler); no-op otherwise
+
+Options any model takes:
+    residual=True          P2: y_hat = normalize(u + alpha * delta), u = normalize(ctx[-1]),
+                           delta = the core's raw output, alpha = alpha_floor + softplus(rho)
+                           (init alpha_init = 0.5). The floor keeps alpha from collapsing to 0,
+                           i.e. to pure copying of ctx[-1] (SPEC defect 5). It cannot stop the
+                           core itself from shrinking delta: that is what the anti-copy loss is for.
+    positional_scale=s     P5: the channel linspace(0, 1, 5) * s is appended to every context
+                           vector (the core sees D+1 inputs; the output stays D).
+
+Parameter counts at D=768 (no options), matching SPEC's table:
+    amn 1,510,912   lstm 5,120,768   gru 7,095,552   transformer 17,867,520   graphmert 67,352,832
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CONTEXT = 5
+MODEL_NAMES = ("linear_average", "copy_last", "global_mean", "amn", "lstm", "gru",
+               "transformer", "graphmert", "base_lcm")
+
+
+class ModelError(ValueError):
+    """A model asked for with a bad name, option or input."""
+
+
+def causal_mask(n: int, device=None) -> torch.Tensor:
+    """Additive mask: position i may attend to positions <= i only."""
+    return torch.triu(torch.full((n, n), float("-inf"), device=device), diagonal=1)
+
+
+def _as_tensor(vectors) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------------------
+# Baselines: no training. They read only the first out_dim input columns, so a positional
+# channel (if someone asks for one) does not change them.
+
+class LinearAverage(nn.Module):
+    """normalize(mean(ctx)): the baseline every model must beat."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return x[..., : self.out_dim].mean(dim=1)
+
+
+class CopyLast(nn.Module):
+    """ctx[-1]: what a collapsed model does."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return x[:, -1, : self.out_dim]
+
+
+class GlobalMean(nn.Module):
+    """The mean of the TRAINING targets, whatever the context (SPEC defect 8: never hard-coded).
+
+    Its raw output is the plain mean (the MSE-optimal constant); the wrapper normalises it.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, mean=None):
+        super().__init__()
+        self.out_dim = out_dim
+        self.register_buffer("mean", torch.zeros(out_dim))
+        self.register_buffer("fitted", torch.tensor(False))
+        if mean is not None:
+            self.set_mean(_as_tensor(mean))
+
+    def set_mean(self, mean: torch.Tensor):
+        if mean.shape != (self.out_dim,):
+            raise ModelError(f"global_mean: mean has shape {tuple(mean.shape)}, expected ({self.out_dim},)")
+        self.mean.copy_(mean)
+        self.fitted.fill_(True)
+
+    def fit(self, targets):
+        targets = _as_tensor(targets)
+        if targets.ndim != 2 or targets.shape[0] == 0:
+            raise ModelError(f"global_mean.fit needs (N, {self.out_dim}) training targets, got {tuple(targets.shape)}")
+        self.set_mean(targets.mean(dim=0))
+
+    def forward(self, x):
+        if not bool(self.fitted):
+            raise ModelError("global_mean has no mean yet: pass mean= or call model.fit(training targets)")
+        return self.mean.expand(x.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------------------
+# Trained cores (SPEC table). Each maps (B, 5, in_dim) -> raw (B, out_dim).
+
+class AMN(nn.Module):
+    """Attention-mixture network: mean context b plus a learned correction.
+
+    q = W_q b, k = W_k x (attn_dim), attn = softmax(q.k / sqrt(attn_dim)), wctx = attn @ x,
+    raw = b + MLP([b | wctx]) with MLP 2D -> 512 -> GELU -> LN -> 256 -> GELU -> LN -> D.
+    All Linear layers have biases: 1,510,912 parameters at D=768.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, attn_dim: int = 256, hidden: int = 512, mid: int = 256):
+        super().__init__()
+        self.out_dim = out_dim
+        self.query = nn.Linear(in_dim, attn_dim)
+        self.key = nn.Linear(in_dim, attn_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * in_dim, hidden), nn.GELU(), nn.LayerNorm(hidden),
+            nn.Linear(hidden, mid), nn.GELU(), nn.LayerNorm(mid),
+            nn.Linear(mid, out_dim),
+        )
+
+    def forward(self, x):
+        b = x.mean(dim=1)                                               # (B, in)
+        q, k = self.query(b), self.key(x)                               # (B, A), (B, 5, A)
+        scores = torch.einsum("ba,bta->bt", q, k) / math.sqrt(q.shape[-1])
+        wctx = torch.einsum("bt,btd->bd", scores.softmax(dim=-1), x)    # attention-weighted context
+        return b[:, : self.out_dim] + self.mlp(torch.cat([b, wctx], dim=-1))
+
+
+class LSTMCore(nn.Module):
+    """2-layer LSTM (hidden 512, dropout 0.2); last step -> Linear(512, D). 5,120,768 params at D=768."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, layers: int = 2, dropout: float = 0.2):
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(hidden, out_dim)
+
+    def forward(self, x):
+        h, _ = self.lstm(x)
+        return self.head(h[:, -1])
+
+
+class GRUCore(nn.Module):
+    """Linear(D, 512); 4 blocks h = LN(h + GRU(h)); last step -> Linear(512, D). 7,095,552 params at D=768."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, blocks: int = 4):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, hidden)
+        self.grus = nn.ModuleList(nn.GRU(hidden, hidden, batch_first=True) for _ in range(blocks))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(blocks))
+        self.head = nn.Linear(hidden, out_dim)
+
+    def forward(self, x):
+        h = self.proj(x)
+        for gru, norm in zip(self.grus, self.norms):
+            h = norm(h + gru(h)[0])
+        return self.head(h[:, -1])
+
+
+def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return pe
+
+
+class TransformerCore(nn.Module):
+    """Linear(D, 512) + sinusoidal PE; 4 causal decoder layers (8 heads, FF 2048, dropout 0.1);
+    last position -> Linear(512, 512) -> GELU -> LN -> Linear(512, D).
+
+    Reading of SPEC that gives its 17.9M: the layers are nn.TransformerDecoderLayer, i.e. causal
+    self-attention PLUS cross-attention to a memory, the memory being the projected input sequence
+    itself (also causally masked, so no position sees the future). Encoder-only layers would give
+    13.7M. The head's hidden layer has width d_model. Total 17,867,520 at D=768.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
+                 ff: int = 2048, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, d_model)
+        self.register_buffer("pe", sinusoidal_positions(CONTEXT, d_model), persistent=False)
+        layer = nn.TransformerDecoderLayer(d_model, heads, ff, dropout, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.LayerNorm(d_model),
+                                  nn.Linear(d_model, out_dim))
+
+    def forward(self, x):
+        h = self.proj(x) + self.pe[: x.shape[1]]
+        mask = causal_mask(x.shape[1], x.device)
+        h = self.decoder(h, h, tgt_mask=mask, memory_mask=mask)
+        return self.head(h[:, -1])
+
+
+def decay_mask(n: int, decay: float = 0.6, window: int = 2) -> torch.Tensor:
+    """GraphMERT's attention bias: 0 within `window` positions, -1e9 * (1 - decay**d) beyond."""
+    d = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs().float()
+    return torch.where(d <= window, torch.zeros_like(d), -1e9 * (1 - decay ** d))
+
+
+class GraphMERTCore(nn.Module):
+    """12 encoder layers (d=768, 8 heads, FF 2048), learned positions, distance-decay attention
+    mask, mean-pool -> Linear(d, d) -> GELU -> Linear(d, D).
+
+    The input is used as is when in_dim == d_model (as in the original, where both are 768) and
+    projected otherwise (reduced sizes, or a positional channel). 67,352,832 params at D=768.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, d_model: int = 768, layers: int = 12, heads: int = 8,
+                 ff: int = 2048, dropout: float = 0.1, decay: float = 0.6, window: int = 2):
+        super().__init__()
+        self.proj = nn.Identity() if in_dim == d_model else nn.Linear(in_dim, d_model)
+        self.pos = nn.Parameter(torch.randn(CONTEXT, d_model) * 0.02)
+        self.register_buffer("mask", decay_mask(CONTEXT, decay, window), persistent=False)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, out_dim))
+
+    def forward(self, x):
+        h = self.proj(x) + self.pos[: x.shape[1]]
+        h = self.encoder(h, mask=self.mask[: x.shape[1], : x.shape[1]])
+        return self.head(h.mean(dim=1))
+
+
+class BaseLCM(nn.Module):
+    """Base-LCM (Meta, "Large Concept Models") at small size: MSE next-embedding prediction at
+    every position of a causal decoder.
+
+    pre-net:  robust scaling (x - center) / spread, then Linear(in_dim, d_model)
+    decoder:  pre-LN causal Transformer, learned positions, final LayerNorm
+    post-net: Linear(d_model, D), then undo the scaling: out * spread + center
+
+    center/spread are per-dimension median and IQR/1.349 (a robust sigma) fitted on training
+    vectors by fit(); with scale=s they are fixed to 0 and s. Before fit() they are 0 and
+    1/sqrt(D) (the per-coordinate std of a random unit vector). Extra input columns (a
+    positional channel) pass through the scaler unchanged.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
+                 ff: int = 2048, dropout: float = 0.1, scale: float | None = None):
+        super().__init__()
+        self.out_dim = out_dim
+        self.fixed_scale = scale
+        self.register_buffer("center", torch.zeros(out_dim))
+        self.register_buffer("spread", torch.full((out_dim,), float(scale) if scale else 1 / math.sqrt(out_dim)))
+        self.pre_net = nn.Linear(in_dim, d_model)
+        self.pos = nn.Parameter(torch.randn(CONTEXT, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.decoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.post_net = nn.Linear(d_model, out_dim)
+
+    def fit(self, vectors):
+        if self.fixed_scale is not None:
+            return  # a fixed scale was asked for
+        v = _as_tensor(vectors)
+        if v.ndim != 2 or v.shape[1] != self.out_dim or v.shape[0] < 2:
+            raise ModelError(f"base_lcm.fit needs (N>=2, {self.out_dim}) training vectors, got {tuple(v.shape)}")
+        q25, q50, q75 = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75]), dim=0)
+        self.center.copy_(q50)
+        self.spread.copy_(((q75 - q25) / 1.349).clamp_min(1e-6))
+
+    def all_positions(self, x):
+        d = self.out_dim
+        scaled = torch.cat([(x[..., :d] - self.center) / self.spread, x[..., d:]], dim=-1)
+        h = self.pre_net(scaled) + self.pos[: x.shape[1]]
+        h = self.decoder(h, mask=causal_mask(x.shape[1], x.device), is_causal=True)
+        return self.post_net(h) * self.spread + self.center
+
+    def forward(self, x):
+        return self.all_positions(x)[:, -1]
+
+
+CORES = {
+    "linear_average": LinearAverage, "copy_last": CopyLast, "global_mean": GlobalMean, "amn": AMN,
+    "lstm": LSTMCore, "gru": GRUCore, "transformer": TransformerCore, "graphmert": GraphMERTCore,
+    "base_lcm": BaseLCM,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# The wrapper every model is.
+
+class LVM(nn.Module):
+    def __init__(self, core: nn.Module, config: dict, dim: int, residual: bool = False,
+                 positional_scale: float | None = None, alpha_floor: float = 0.05, alpha_init: float = 0.5):
+        super().__init__()
+        self.core = core
+        self.config = config
+        self.dim = dim
+        self.residual = residual
+        self.positional_scale = positional_scale
+        if positional_scale is not None:
+            self.register_buffer("position_channel",
+                                 torch.linspace(0, 1, CONTEXT).mul(float(positional_scale))[:, None], persistent=False)
+        if residual:
+            if not (0 <= alpha_floor < alpha_init):
+                raise ModelError(f"residual needs 0 <= alpha_floor < alpha_init, got {alpha_floor}, {alpha_init}")
+            self.alpha_floor = alpha_floor
+            # alpha = floor + softplus(rho); rho chosen so alpha starts at alpha_init
+            self.alpha_rho = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init - alpha_floor))))
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.alpha_floor + F.softplus(self.alpha_rho)
+
+    @property
+    def predicts_every_position(self) -> bool:
+        return hasattr(self.core, "all_positions")
+
+    def _input(self, ctx: torch.Tensor) -> torch.Tensor:
+        if ctx.ndim != 3 or ctx.shape[1] != CONTEXT or ctx.shape[2] != self.dim:
+            raise ModelError(f"{self.name}: expected context of shape (B, {CONTEXT}, {self.dim}), got {tuple(ctx.shape)}")
+        if self.positional_scale is None:
+            return ctx
+        return torch.cat([ctx, self.position_channel.to(ctx.dtype).expand(ctx.shape[0], -1, -1)], dim=-1)
+
+    def _residual(self, delta: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return F.normalize(last, dim=-1) + self.alpha * delta
+
+    def raw(self, ctx: torch.Tensor) -> torch.Tensor:
+        out = self.core(self._input(ctx))
+        return self._residual(out, ctx[:, -1]) if self.residual else out
+
+    def raw_all(self, ctx: torch.Tensor) -> torch.Tensor:
+        """(B, 5, D): position i predicts the vector after ctx[i] (models that predict every position)."""
+        if not self.predicts_every_position:
+            raise ModelError(f"{self.name} predicts the last position only; raw_all needs base_lcm")
+        out = self.core.all_positions(self._input(ctx))
+        return self._residual(out, ctx) if self.residual else out
+
+    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.raw(ctx), dim=-1)
+
+    def fit(self, vectors) -> "LVM":
+        """Fit statistics that come from the training vectors (global mean, robust scaler)."""
+        if hasattr(self.core, "fit"):
+            self.core.fit(vectors)
+        return self
+
+
+def build_model(name: str, dim: int = 384, **options) -> LVM:
+    """Build a model by name. Options: the core's own (hidden sizes, ...) plus residual,
+    positional_scale, alpha_floor, alpha_init. An unknown name or option is an error naming it."""
+    if name not in CORES:
+        raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if not isinstance(dim, int) or dim < 2:
+        raise ModelError(f"dim must be an int >= 2, got {dim!r}")
+    wrapper_keys = ("residual", "positional_scale", "alpha_floor", "alpha_init")
+    wrapper = {k: options.pop(k) for k in wrapper_keys if k in options}
+    positional_scale = wrapper.get("positional_scale")
+    in_dim = dim + (1 if positional_scale is not None else 0)
+    try:
+        core = CORES[name](in_dim, dim, **options)
+    except TypeError as e:
+        raise ModelError(f"model {name!r}: bad option ({e})") from None
+    config = {"name": name, "dim": dim, **options, **wrapper}
+    config.pop("mean", None)  # data, not architecture: it travels in the state dict
+    return LVM(core, config, dim, **wrapper)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

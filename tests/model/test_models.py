@@ -1,0 +1,153 @@
+"""Model contract, SPEC parameter counts, baselines, and the P2 / P5 options."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lvmlib.models import (CONTEXT, MODEL_NAMES, ModelError, build_model, count_parameters, decay_mask)
+
+D = 16
+SMALL = {  # reduced sizes so the contract tests run in milliseconds
+    "amn": dict(attn_dim=8, hidden=16, mid=8), "lstm": dict(hidden=16), "gru": dict(hidden=16, blocks=2),
+    "transformer": dict(d_model=16, layers=1, heads=2, ff=32), "graphmert": dict(d_model=16, layers=2, heads=2, ff=32),
+    "base_lcm": dict(d_model=16, layers=1, heads=2, ff=32),
+}
+
+
+def unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def small(name, **options):
+    torch.manual_seed(0)
+    model = build_model(name, dim=D, **SMALL.get(name, {}), **options)
+    if name == "global_mean":
+        model.fit(unit(20, D, seed=9).numpy())
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("options", [{}, {"residual": True}, {"positional_scale": 0.03}])
+def test_contract(name, options):
+    model = small(name, **options)
+    ctx = unit(4, CONTEXT, D)
+    out, raw = model(ctx), model.raw(ctx)
+    assert out.shape == raw.shape == (4, D)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(out, F.normalize(raw, dim=-1), atol=1e-6)
+    # config rebuilds the same architecture; the state dict then gives the same outputs
+    twin = build_model(**model.config)
+    twin.load_state_dict(model.state_dict())
+    assert count_parameters(twin) == count_parameters(model)
+    assert torch.allclose(twin.eval()(ctx), out, atol=1e-6)
+
+
+# SPEC table (D=768); our counts are 1,510,912 / 5,120,768 / 7,095,552 / 17,867,520 / 67,352,832
+@pytest.mark.parametrize("name,expected", [("amn", 1.51e6), ("lstm", 5.1e6), ("gru", 7.1e6),
+                                           ("transformer", 17.9e6), ("graphmert", 67e6)])
+def test_parameter_counts_match_spec(name, expected):
+    with torch.device("meta"):  # shapes only: no 270 MB of random init for GraphMERT
+        n = count_parameters(build_model(name, dim=768))
+    assert abs(n - expected) / expected <= 0.02, f"{name}: {n:,} parameters vs SPEC {expected:,.0f}"
+
+
+def test_baselines_compute_what_they_claim():
+    ctx = unit(3, CONTEXT, D)
+    assert torch.allclose(small("copy_last")(ctx), ctx[:, -1], atol=1e-6)
+    assert torch.allclose(small("linear_average")(ctx), F.normalize(ctx.mean(1), dim=-1), atol=1e-6)
+    for name in ("linear_average", "copy_last", "global_mean"):
+        assert count_parameters(build_model(name, dim=D)) == 0
+
+
+def test_global_mean_comes_from_training_targets():
+    targets = unit(50, D, seed=3).numpy()
+    model = build_model("global_mean", dim=D)
+    with pytest.raises(ModelError, match="fit"):
+        model(unit(2, CONTEXT, D))               # no mean yet: refuse rather than invent one
+    model.fit(targets)
+    expected = F.normalize(torch.from_numpy(targets).mean(0), dim=-1)
+    assert torch.allclose(model(unit(2, CONTEXT, D))[1], expected, atol=1e-6)
+    given = build_model("global_mean", dim=D, mean=targets.mean(0))
+    assert torch.allclose(given(unit(1, CONTEXT, D))[0], expected, atol=1e-6)
+    assert "mean" not in given.config                     # data travels in the state dict, not the config
+    twin = build_model(**given.config)
+    twin.load_state_dict(given.state_dict())
+    assert torch.allclose(twin(unit(1, CONTEXT, D))[0], expected, atol=1e-6)
+
+
+def test_bad_name_option_and_input_are_named():
+    with pytest.raises(ModelError, match="'lstmm'"):
+        build_model("lstmm")
+    with pytest.raises(ModelError, match="hiden"):
+        build_model("lstm", dim=D, hiden=3)
+    with pytest.raises(ModelError, match=r"\(B, 5, 16\)"):
+        small("lstm")(unit(2, 4, D))
+
+
+def test_residual_wrapper_formula_and_alpha_floor():
+    model = small("lstm", residual=True, alpha_floor=0.1)
+    assert model.alpha.item() == pytest.approx(0.5, abs=1e-6)        # init 0.5
+    ctx = unit(3, CONTEXT, D)
+    delta = model.core(ctx)
+    expected = F.normalize(F.normalize(ctx[:, -1], dim=-1) + 0.5 * delta, dim=-1)
+    assert torch.allclose(model(ctx), expected, atol=1e-6)
+    with torch.no_grad():
+        model.alpha_rho.fill_(-1e4)                                   # push alpha as low as it goes
+    assert model.alpha.item() == pytest.approx(0.1)                   # ... it stops at the floor, not 0
+    assert not torch.allclose(model(ctx), ctx[:, -1], atol=1e-3)      # so it is not pure copying
+    model.alpha_rho.grad = None
+    model.raw(ctx).sum().backward()
+    assert model.alpha_rho.grad is not None                           # alpha is learnable
+
+
+def test_positional_channel_is_appended_and_used():
+    model = small("lstm", positional_scale=0.03)
+    assert model.core.lstm.input_size == D + 1
+    x = model._input(unit(2, CONTEXT, D))
+    assert torch.allclose(x[0, :, -1], torch.linspace(0, 1, CONTEXT) * 0.03)
+    other = small("lstm", positional_scale=0.5)
+    other.load_state_dict(model.state_dict())                        # same weights, other scale
+    ctx = unit(2, CONTEXT, D)
+    assert model(ctx).shape == (2, D)
+    assert not torch.allclose(model(ctx), other(ctx))
+
+
+def test_base_lcm_predicts_every_position_causally():
+    model = small("base_lcm")
+    ctx = unit(2, CONTEXT, D)
+    all_pos = model.raw_all(ctx)
+    assert all_pos.shape == (2, CONTEXT, D)
+    assert torch.allclose(all_pos[:, -1], model.raw(ctx), atol=1e-6)
+    changed = ctx.clone()
+    changed[:, 3] = unit(2, D, seed=5)
+    after = model.raw_all(changed)
+    assert torch.allclose(after[:, :3], all_pos[:, :3], atol=1e-5)   # positions 0..2 cannot see slot 3
+    assert not torch.allclose(after[:, 3:], all_pos[:, 3:], atol=1e-5)
+    with pytest.raises(ModelError, match="raw_all"):
+        small("lstm").raw_all(ctx)
+
+
+def test_base_lcm_robust_scaler_is_fitted_and_undone():
+    model = small("base_lcm")
+    vectors = (unit(200, D, seed=2) * 0.3 + 0.1).numpy()
+    model.fit(vectors)
+    assert torch.allclose(model.core.center, torch.from_numpy(np.median(vectors, 0)), atol=0.02)
+    q25, q75 = np.percentile(vectors, [25, 75], axis=0)
+    assert torch.allclose(model.core.spread, torch.from_numpy((q75 - q25) / 1.349).float(), atol=1e-3)
+    # post-net undoes the scaling: raw = post_net(h) * spread + center
+    ctx = unit(2, CONTEXT, D)
+    with torch.no_grad():
+        model.core.post_net.weight.zero_()
+        model.core.post_net.bias.zero_()
+    assert torch.allclose(model.raw(ctx), model.core.center.expand(2, -1), atol=1e-6)
+    fixed = build_model("base_lcm", dim=D, scale=0.25, **SMALL["base_lcm"])
+    fixed.fit(vectors)                                               # a fixed scale stays fixed
+    assert torch.all(fixed.core.spread == 0.25) and torch.all(fixed.core.center == 0)
+
+
+def test_graphmert_decay_mask():
+    m = decay_mask(5, decay=0.6, window=2)
+    assert m[0, 2] == 0 and m[4, 2] == 0 and m[2, 2] == 0
+    assert m[0, 3].item() == pytest.approx(-1e9 * (1 - 0.6 ** 3), rel=1e-6)
+    assert m[4, 0].item() == pytest.approx(-1e9 * (1 - 0.6 ** 4), rel=1e-6)
+    assert torch.equal(m, m.T)
