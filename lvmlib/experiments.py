@@ -1,0 +1,198 @@
+"""Experiment runs the notebooks share: train one configuration, verify its checkpoint, evaluate it.
+
+A configuration is a plain dict (it comes from a notebook's YAML params):
+
+    {label: "LSTM · MSE", model: lstm, options: {}, loss: {mse: 1.0}, train: {epochs: 3},
+     curriculum: null, train_concepts: null, seed: 0}
+
+`run_config` returns one flat row for tables (every number measured in this call) plus the
+full evaluation document; `baseline_rows` scores the parameter-free baselines on the very same
+rows. Nothing here is specific to one notebook.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics
+from .data import Bank, sequences, train_subset
+from .models import build_model, count_parameters
+from .train import fit, load_checkpoint
+
+CONFIG_KEYS = {"label", "model", "options", "loss", "train", "curriculum", "train_concepts", "seed"}
+BASELINES = ("linear_average", "copy_last", "global_mean")
+# names as the seed reports print them, so our rows and theirs share labels and colours
+DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "graphmert": "GraphMERT-LVM",
+           "base_lcm": "Base-LCM", "linear_average": "Linear Average", "copy_last": "copy-last",
+           "global_mean": "global mean"}
+LOSS_DISPLAY = {"mse": "MSE", "info_nce": "InfoNCE", "cosine": "cosine"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_config(config: dict) -> dict:
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in run config {config.get('label', config)}; "
+                          f"expected {sorted(CONFIG_KEYS)}")
+    if "model" not in config:
+        raise ConfigError(f"run config {config} has no 'model'")
+    return {"options": {}, "loss": {}, "train": {}, "curriculum": None, "train_concepts": None, "seed": 0,
+            "label": config["model"], **config}
+
+
+def summarize(ev: dict) -> dict:
+    """The headline numbers of one evaluation document, flat, for a table row."""
+    fc = ev["five_cat"]
+    vs_avg = ev["baselines"]["model_minus"]["linear_average"]
+    row = {"val_cos": ev["mean_cosine"]["mean"], "val_ci_low": ev["mean_cosine"]["ci_low"],
+           "val_ci_high": ev["mean_cosine"]["ci_high"], "rows": ev["rows"],
+           "minus_linavg": vs_avg["mean"], "minus_linavg_ci_low": vs_avg["ci_low"],
+           "minus_linavg_ci_high": vs_avg["ci_high"],
+           "ca": ev["lcm"]["ca"], "par": ev["lcm"]["par_median"], "l2": ev["lcm"]["l2"]}
+    for split, res in fc["splits"].items():
+        row[f"{split}_c0"] = res["A"]["c0"]
+        row[f"{split}_margin"] = res["A"]["margin"]
+        row[f"{split}_peak"] = res["A"]["peak_offset"]
+        row[f"{split}_r1"] = res["B"]["r1"]
+        row[f"{split}_r5"] = res["B"]["r5"]
+        row[f"{split}_mrr"] = res["B"]["mrr"]
+        row[f"{split}_rollout"] = res["D"]["mean"]
+        row[f"{split}_gates"] = f"{sum(fc['summary'][split].values())}/{len(fc['summary'][split])}"
+    row["gates"] = f"{fc['summary']['passed']}/{fc['summary']['total']}"
+    return row
+
+
+def evaluate_model(model, bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) -> dict:
+    return metrics.evaluate(metrics.predictor(model), bank, split="val", max_rows=eval_rows, seed=seed,
+                            train_concepts=train_concepts)
+
+
+def baseline_rows(bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) -> tuple[list[dict], dict]:
+    """Linear average, copy-last and the global mean of the training targets, scored like any model."""
+    train_targets = sequences(bank, "train", train_concepts).targets
+    rows, evals = [], {}
+    for name in BASELINES:
+        model = build_model(name, dim=bank.dim).fit(train_targets).eval()
+        ev = evaluate_model(model, bank, train_concepts=train_concepts, eval_rows=eval_rows, seed=seed)
+        rows.append({"label": DISPLAY[name], "model": DISPLAY[name], "loss": "-", "params": 0, "train_seconds": 0.0, **summarize(ev)})
+        evals[name] = ev
+    return rows, evals
+
+
+def _loss_name(loss: dict) -> str:
+    weights = {k: v for k, v in loss.items() if isinstance(v, (int, float)) and k in ("mse", "cosine", "info_nce") and v}
+    extras = [k for k, v in loss.items() if isinstance(v, dict) and v.get("weight")]
+    return "+".join([LOSS_DISPLAY[k] for k in weights] + extras) or "MSE"
+
+
+def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -> float:
+    """Reload the best checkpoint (load_checkpoint re-runs its probe) and compare its predictions
+    on real rows with the in-memory model's. Returns the largest absolute difference."""
+    reloaded, _ = load_checkpoint(checkpoint, expected_fingerprint=bank.manifest.get("fingerprint"))
+    with torch.no_grad():
+        x = torch.as_tensor(probe_rows)
+        a = model.to("cpu").eval()(x)
+        b = reloaded.eval()(x)
+    return float((a - b).abs().max())
+
+
+def run_config(bank: Bank, config: dict, *, out_root: str | Path | None = None, eval_rows: int | None = None,
+               eval_seed: int = 0, progress: bool = False) -> tuple[dict, dict, object]:
+    """Train one configuration, verify its checkpoint (when out_root is given) and evaluate it.
+
+    Returns (row, evaluation document, FitResult)."""
+    cfg = check_config(config)
+    train = sequences(bank, "train", cfg["train_concepts"])
+    val = sequences(bank, "val")
+    model = build_model(cfg["model"], dim=bank.dim, **cfg["options"])
+    out_dir = Path(out_root) / cfg["label"].replace(" ", "_").replace("·", "-").replace("/", "-") if out_root else None
+    started = time.perf_counter()
+    # recorded in the checkpoint, so `lvm eval --checkpoint` finds the bank and `lvm train` can repeat the run
+    params = {"seed": cfg["seed"], "data": {"bank": str(bank.path) if bank.path else None,
+                                            "train_concepts": cfg["train_concepts"]},
+              "model": {"name": cfg["model"], "options": cfg["options"]}, "loss": cfg["loss"], "train": cfg["train"],
+              "curriculum": cfg["curriculum"], "out": str(out_dir) if out_dir else None}
+    result = fit(model, train, val, {"loss": cfg["loss"], "train": cfg["train"], "curriculum": cfg["curriculum"]},
+                 bank=bank, out_dir=out_dir, seed=cfg["seed"], progress=progress, params=params)
+    seconds = time.perf_counter() - started
+    reload_diff = verify_reload(result.model, result.checkpoint, bank, val.contexts[:256]) if out_dir else None
+    ev = evaluate_model(result.model, bank, train_concepts=cfg["train_concepts"], eval_rows=eval_rows, seed=eval_seed)
+    row = {"label": cfg["label"], "model": DISPLAY.get(cfg["model"], cfg["model"]), "loss": _loss_name(cfg["loss"]),
+           "seed": cfg["seed"], "train_concepts": int(train_subset(bank, cfg["train_concepts"])[1].sum()),
+           "train_sequences": len(train), "params": count_parameters(result.model),
+           "epochs": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": round(seconds, 1),
+           "train_samples_per_s": round(len(train) * result.epochs_run / seconds, 1) if seconds else None,
+           "checkpoint_reload_max_diff": reload_diff, **summarize(ev)}
+    return row, ev, result
+
+
+def history_frame(results: dict):
+    """Per-epoch training history of several runs, long form (label, epoch, train_loss, val_loss, val_cosine)."""
+    import pandas as pd
+    rows = []
+    for label, result in results.items():
+        for h in result.history:
+            rows.append({"label": label, "epoch": h.get("epoch"), "train_loss": h.get("train_loss"),
+                         "val_loss": h.get("val_loss"), "val_cosine": h.get("val_cosine")})
+    return pd.DataFrame(rows)
+
+
+def five_cat_table(evals: dict) -> "pd.DataFrame":
+    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail."""
+    import pandas as pd
+    rows = []
+    for label, ev in evals.items():
+        fc = ev["five_cat"]
+        for split, res in fc["splits"].items():
+            a, b, c, d = res["A"], res["B"], res["C"], res["D"]
+            rows.append({
+                "label": label, "split": split.upper(), "rows": res["rows"],
+                "A c0": a["c0"], "A margin": a["margin"], "A peak k": a["peak_offset"], "A": _pf(a),
+                "B R@1": b["r1"], "B R@5": b["r5"], "B MRR": b["mrr"], "B": _pf(b),
+                "C shuffle": c["shuffle"]["delta"], "C reverse": c["reverse"]["delta"],
+                "C leave-last-out": c["leave_one_out"]["4"]["delta"], "C repeat-pad": c["repeat_pad"]["delta"],
+                "C foreign": c["foreign"]["4"]["delta"], "C": _pf(c),
+                "D rollout": d["mean"], "D": _pf(d), "E": _pf({"pass": fc["E"]["pass"]}),
+                "gates": f"{sum(fc['summary'][split].values())}/{len(fc['summary'][split])}",
+            })
+    return pd.DataFrame(rows)
+
+
+def _pf(test: dict) -> str:
+    return "PASS" if test["pass"] else "fail"
+
+
+def offset_sweep_frame(evals: dict) -> "pd.DataFrame":
+    """Long form (label, split, k, c_k) of 5CAT A for plotting c_k against the offset k."""
+    import pandas as pd
+    rows = [{"label": label, "model": label, "split": split.upper(), "k": int(k), "c_k": c}
+            for label, ev in evals.items() for split, res in ev["five_cat"]["splits"].items()
+            for k, c in res["A"]["c"].items()]
+    return pd.DataFrame(rows)
+
+
+VARIANT_KEYS = {"model", "options", "loss", "curriculum"}
+
+
+def variant_config(label: str, variant: dict, *, model: str, options: dict, train: dict, warmup: int,
+                   train_concepts=None, seed: int = 0) -> dict:
+    """A run config from a base model plus one variant (P1-P5 style). In the variant's loss, a
+    start_epoch given as the string "warmup" becomes the shared warm-up length."""
+    unknown = set(variant) - VARIANT_KEYS
+    if unknown:
+        raise ConfigError(f"variant {label!r}: unknown key(s) {sorted(unknown)}; expected {sorted(VARIANT_KEYS)}")
+    return {"label": label, "model": variant.get("model", model), "options": {**options, **variant.get("options", {})},
+            "loss": _with_warmup(variant.get("loss", {"mse": 1.0}), warmup), "curriculum": variant.get("curriculum"),
+            "train": train, "train_concepts": train_concepts, "seed": seed}
+
+
+def _with_warmup(value, warmup: int):
+    if isinstance(value, dict):
+        return {k: _with_warmup(v, warmup) for k, v in value.items()}
+    return warmup if value == "warmup" else value
