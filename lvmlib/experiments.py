@@ -11,6 +11,9 @@ rows. Nothing here is specific to one notebook.
 """
 from __future__ import annotations
 
+import math
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 from . import metrics
 from .data import Bank, sequences, train_subset
 from .models import build_model, count_parameters
-from .train import fit, load_checkpoint
+from .train import fit, load_checkpoint, train_config
 
 CONFIG_KEYS = {"label", "model", "options", "loss", "train", "curriculum", "train_concepts", "seed"}
 BASELINES = ("linear_average", "copy_last", "global_mean")
@@ -104,31 +107,40 @@ def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -
 
 def run_config(bank: Bank, config: dict, *, out_root: str | Path | None = None, eval_rows: int | None = None,
                eval_seed: int = 0, progress: bool = False) -> tuple[dict, dict, object]:
-    """Train one configuration, verify its checkpoint (when out_root is given) and evaluate it.
+    """Train one configuration, reload and verify its best checkpoint, and evaluate it.
 
-    Returns (row, evaluation document, FitResult)."""
+    Checkpoints go to out_root/<label>/ (kept) or, when out_root is None, to a temporary folder
+    removed afterwards: the reload check runs either way. Returns (row, evaluation, FitResult)."""
+    if out_root is None:
+        with tempfile.TemporaryDirectory(prefix="lvm-run-") as tmp:
+            row, ev, result = run_config(bank, config, out_root=tmp, eval_rows=eval_rows, eval_seed=eval_seed,
+                                         progress=progress)
+        result.out_dir = None
+        return {**row, "checkpoint": None}, ev, result
     cfg = check_config(config)
     train = sequences(bank, "train", cfg["train_concepts"])
     val = sequences(bank, "val")
     model = build_model(cfg["model"], dim=bank.dim, **cfg["options"])
-    out_dir = Path(out_root) / cfg["label"].replace(" ", "_").replace("·", "-").replace("/", "-") if out_root else None
-    started = time.perf_counter()
+    out_dir = Path(out_root) / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg["label"])
     # recorded in the checkpoint, so `lvm eval --checkpoint` finds the bank and `lvm train` can repeat the run
     params = {"seed": cfg["seed"], "data": {"bank": str(bank.path) if bank.path else None,
                                             "train_concepts": cfg["train_concepts"]},
               "model": {"name": cfg["model"], "options": cfg["options"]}, "loss": cfg["loss"], "train": cfg["train"],
-              "curriculum": cfg["curriculum"], "out": str(out_dir) if out_dir else None}
+              "curriculum": cfg["curriculum"], "out": str(out_dir)}
+    started = time.perf_counter()
     result = fit(model, train, val, {"loss": cfg["loss"], "train": cfg["train"], "curriculum": cfg["curriculum"]},
                  bank=bank, out_dir=out_dir, seed=cfg["seed"], progress=progress, params=params)
     seconds = time.perf_counter() - started
-    reload_diff = verify_reload(result.model, result.checkpoint, bank, val.contexts[:256]) if out_dir else None
+    reload_diff = verify_reload(result.model, result.checkpoint, bank, val.contexts[:256])
     ev = evaluate_model(result.model, bank, train_concepts=cfg["train_concepts"], eval_rows=eval_rows, seed=eval_seed)
     row = {"label": cfg["label"], "model": DISPLAY.get(cfg["model"], cfg["model"]), "loss": _loss_name(cfg["loss"]),
            "seed": cfg["seed"], "train_concepts": int(train_subset(bank, cfg["train_concepts"])[1].sum()),
            "train_sequences": len(train), "params": count_parameters(result.model),
-           "epochs": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": round(seconds, 1),
+           "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+           "optimizer_steps": result.epochs_run * math.ceil(len(train) / train_config(cfg["train"])["batch_size"]),
+           "train_seconds": round(seconds, 1),
            "train_samples_per_s": round(len(train) * result.epochs_run / seconds, 1) if seconds else None,
-           "checkpoint_reload_max_diff": reload_diff, **summarize(ev)}
+           "checkpoint_reload_max_diff": reload_diff, "checkpoint": str(result.checkpoint), **summarize(ev)}
     return row, ev, result
 
 

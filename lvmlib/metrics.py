@@ -21,7 +21,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import files
 from .data.bank import CONTEXT, SPLITS, Bank, BankError, Sequences, check_split, fingerprint, neighbours, \
     sequences, train_subset
 
@@ -828,20 +828,7 @@ def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *
 
 def write_json_atomic(path, obj) -> None:
     """Write JSON to a temp file next to `path`, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.write_json(path, obj)
 
 
 def _positive_int(text: str) -> int:

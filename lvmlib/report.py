@@ -31,12 +31,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
+
+from . import files
 
 REPORT_DIR_ENV = "LVM_REPORT_DIR"
 DEFAULT_KERNEL = "lvm-lab"
@@ -58,28 +59,12 @@ class ReportFailed(RuntimeError):
 
 
 # --------------------------------------------------------------------------- atomic files
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    files.write_text(path, text)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    files.write_json(path, obj, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- metrics

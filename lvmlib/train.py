@@ -39,7 +39,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from . import files
 from .curriculum import Curriculum, CurriculumError, curriculum_config
 from .data import BankError, Sequences, neighbours, open_bank, sequences, synthetic_bank
 from .losses import LossConfigError, Objective, loss_config
@@ -268,15 +268,7 @@ def save_checkpoint(path, model: LVM, **info) -> Path:
     payload = {"format": CHECKPOINT_FORMAT, "model_config": dict(model.config), "state_dict": state,
                "probe": {"seed": PROBE_SEED, "outputs": probe}, "torch_version": str(torch.__version__),
                **_to_cpu(info)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)    # mkstemp makes it private; a checkpoint is an ordinary file
-        os.replace(tmp, path)   # readers see the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write(path, lambda f: torch.save(payload, f))   # never half a checkpoint on disk
     return path
 
 

@@ -70,11 +70,12 @@ def format_card(card: dict) -> str:
 
 def card_figure(bank: Bank, n_pairs: int = 20000, seed: int = 0):
     """Three panels: concepts per article, words per concept, adjacent vs random cosine."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.figure import Figure   # not pyplot: shown once as a cell's value, no global state
     words = [len(t.split()) for t in bank.text]
     adjacent, random = adjacent_and_random_cosines(bank, n_pairs, seed)
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    ax = fig.subplots(1, 3)
     sns.histplot(x=bank.article_length, ax=ax[0], bins=40)
     ax[0].set(title="concepts per article", xlabel="concepts")
     sns.histplot(x=words, ax=ax[1], bins=40)
@@ -82,5 +83,4 @@ def card_figure(bank: Bank, n_pairs: int = 20000, seed: int = 0):
     sns.histplot({"adjacent (same article)": adjacent, "random (different articles)": random},
                  ax=ax[2], bins=60, stat="density", common_norm=False, element="step")
     ax[2].set(title="cosine of concept pairs", xlabel="cosine")
-    fig.tight_layout()
     return fig

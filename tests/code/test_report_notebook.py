@@ -1,0 +1,38 @@
+"""`lvm report` on a real notebook of this repository, end to end (needs data/bank-tiny)."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "data" / "bank-tiny"
+
+
+@pytest.mark.skipif(not (TINY / "manifest.json").exists(), reason="data/bank-tiny not built (make test builds it)")
+def test_lvm_report_on_the_dataset_notebook(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"bank": "data/bank-tiny", "n_pairs": 2000, "show_concepts": 3}))
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "lvmlib.cli", "report", "notebooks/00_dataset.ipynb",
+                           "--params", str(params), "--outputs", str(outputs)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = list((outputs / "00_dataset").iterdir())
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]+(-dirty)?-[0-9a-f]{8}(-\d+)?|\d{8}T\d{6}Z-nogit-[0-9a-f]{8}(-\d+)?",
+                        run.name), run.name
+    assert {"report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json"} <= {p.name for p in run.iterdir()}
+    metrics = json.loads((run / "metrics.json").read_text())
+    card = json.loads((TINY / "manifest.json").read_text())["counts"]
+    assert metrics["headline"]["concepts"] == card["concepts"]          # measured from the bank, not typed in
+    html = (run / "report.html").read_text()
+    assert "from lvmlib import" not in html                           # no code cells in the report
+    assert "Wikipedia" in html and "data:image/png" in html
+    assert json.loads((run / "run.json").read_text())["status"] == "ok"
+    index = (outputs / "index.html").read_text()
+    assert run.name in index and "00_dataset" in index
