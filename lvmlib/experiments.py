@@ -23,7 +23,7 @@ import torch
 from . import metrics
 from .data import Bank, sequences, train_subset
 from .models import build_model, count_parameters
-from .train import fit, load_checkpoint, train_config
+from .train import fit, load_checkpoint, seed_everything, train_config
 
 CONFIG_KEYS = {"label", "model", "options", "loss", "train", "curriculum", "train_concepts", "seed"}
 BASELINES = ("linear_average", "copy_last", "global_mean")
@@ -58,6 +58,8 @@ def summarize(ev: dict) -> dict:
            "minus_linavg": vs_avg["mean"], "minus_linavg_ci_low": vs_avg["ci_low"],
            "minus_linavg_ci_high": vs_avg["ci_high"],
            "ca": ev["lcm"]["ca"], "par": ev["lcm"]["par_median"], "l2": ev["lcm"]["l2"]}
+    if "lcm_ood" in ev:
+        row.update(ood_ca=ev["lcm_ood"]["ca"], ood_par=ev["lcm_ood"]["par_median"])
     for split, res in fc["splits"].items():
         row[f"{split}_c0"] = res["A"]["c0"]
         row[f"{split}_margin"] = res["A"]["margin"]
@@ -72,8 +74,13 @@ def summarize(ev: dict) -> dict:
 
 
 def evaluate_model(model, bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) -> dict:
-    return metrics.evaluate(metrics.predictor(model), bank, split="val", max_rows=eval_rows, seed=seed,
-                            train_concepts=train_concepts)
+    """metrics.evaluate on VAL (5CAT on VAL and OOD), plus the LCM metrics on the same OOD rows."""
+    predict = model if callable(model) and not hasattr(model, "state_dict") else metrics.predictor(model)
+    ev = metrics.evaluate(predict, bank, split="val", max_rows=eval_rows, seed=seed, train_concepts=train_concepts)
+    ood = metrics.split_rows(bank, "ood", eval_rows, seed)
+    ev["lcm_ood"] = metrics.to_jsonable(metrics.lcm_metrics(metrics.predict_all(predict, ood.contexts), ood, bank,
+                                                            seed=seed))
+    return ev
 
 
 def baseline_rows(bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) -> tuple[list[dict], dict]:
@@ -86,6 +93,31 @@ def baseline_rows(bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) ->
         rows.append({"label": DISPLAY[name], "model": DISPLAY[name], "loss": "-", "params": 0, "train_seconds": 0.0, **summarize(ev)})
         evals[name] = ev
     return rows, evals
+
+
+def predictor_row(bank: Bank, label: str, predict, *, train_concepts=None, eval_rows=None, seed=0) -> tuple[dict, dict]:
+    """Any predict function (e.g. retrieval.NearestContextPredictor), scored like a model."""
+    ev = evaluate_model(predict, bank, train_concepts=train_concepts, eval_rows=eval_rows, seed=seed)
+    return {"label": label, "model": label, "loss": "-", "params": 0, "train_seconds": 0.0, **summarize(ev)}, ev
+
+
+def oracle_row(bank: Bank, *, eval_rows=None, seed=0) -> dict:
+    """The ceiling of each metric: the true next vector as the prediction (ŷ = y), on the same rows.
+
+    Its margin is 1 minus the mean cosine of the target with its closest neighbour offset, i.e.
+    the largest margin any predictor could reach on these articles."""
+    row = {"label": "oracle (ŷ = y)", "model": "oracle", "loss": "-", "params": 0}
+    for split in ("val", "ood"):
+        rows = metrics.split_rows(bank, split, eval_rows, seed)
+        a = metrics.offset_sweep(None, bank, rows, pred=rows.targets)
+        b = metrics.in_article_rank(None, bank, rows, pred=rows.targets)
+        lcm = metrics.lcm_metrics(rows.targets, rows, bank, seed=seed)
+        prefix = "" if split == "val" else "ood_"
+        row.update({f"{split}_c0": a["c0"], f"{split}_margin": a["margin"], f"{split}_peak": a["peak_offset"],
+                    f"{split}_r1": b["r1"], f"{split}_r5": b["r5"], f"{split}_mrr": b["mrr"],
+                    f"{prefix}ca": lcm["ca"], f"{prefix}par": lcm["par_median"]})
+    row["val_cos"] = row["val_c0"]
+    return row
 
 
 def _loss_name(loss: dict) -> str:
@@ -105,6 +137,37 @@ def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -
     return float((a - b).abs().max())
 
 
+def train_params(bank: Bank, config: dict, out: str | Path | None) -> dict:
+    """The `lvm train` params that repeat this run exactly (same seed, data, model, loss, schedule).
+
+    They are also stored in the run's checkpoints, so `lvm eval --checkpoint` finds the bank."""
+    cfg = check_config(config)
+    if bank.path is None:
+        raise ConfigError("train_params needs a bank loaded from disk (an in-memory bank has no path)")
+    return {"seed": cfg["seed"], "data": {"bank": str(bank.path), "train_concepts": cfg["train_concepts"]},
+            "model": {"name": cfg["model"], "options": dict(cfg["options"])}, "loss": cfg["loss"],
+            "train": cfg["train"], "curriculum": cfg["curriculum"], "out": str(out) if out else None}
+
+
+def seed_summary(rows, by: str = "config", metrics=("val_cos",), level: float = 0.95):
+    """Mean and a t-interval across seeds of each metric, one row per configuration.
+
+    With n seeds the half-width is t_{(1+level)/2, n-1} * sd / sqrt(n); n = 1 gives no interval."""
+    import pandas as pd
+    from scipy import stats
+    df = pd.DataFrame(rows)
+    out = []
+    for key, group in df.groupby(by, sort=False):
+        entry = {by: key, "seeds": len(group)}
+        for m in metrics:
+            x = pd.to_numeric(group[m], errors="coerce").dropna().to_numpy(dtype=float)
+            half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.nan
+            entry[m] = x.mean() if len(x) else np.nan
+            entry[f"{m}_ci"] = half
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
 def run_config(bank: Bank, config: dict, *, out_root: str | Path | None = None, eval_rows: int | None = None,
                eval_seed: int = 0, progress: bool = False) -> tuple[dict, dict, object]:
     """Train one configuration, reload and verify its best checkpoint, and evaluate it.
@@ -120,13 +183,10 @@ def run_config(bank: Bank, config: dict, *, out_root: str | Path | None = None, 
     cfg = check_config(config)
     train = sequences(bank, "train", cfg["train_concepts"])
     val = sequences(bank, "val")
+    seed_everything(cfg["seed"])          # as `lvm train` does: the initial weights depend on the seed alone
     model = build_model(cfg["model"], dim=bank.dim, **cfg["options"])
     out_dir = Path(out_root) / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg["label"])
-    # recorded in the checkpoint, so `lvm eval --checkpoint` finds the bank and `lvm train` can repeat the run
-    params = {"seed": cfg["seed"], "data": {"bank": str(bank.path) if bank.path else None,
-                                            "train_concepts": cfg["train_concepts"]},
-              "model": {"name": cfg["model"], "options": cfg["options"]}, "loss": cfg["loss"], "train": cfg["train"],
-              "curriculum": cfg["curriculum"], "out": str(out_dir)}
+    params = train_params(bank, cfg, out_dir)
     started = time.perf_counter()
     result = fit(model, train, val, {"loss": cfg["loss"], "train": cfg["train"], "curriculum": cfg["curriculum"]},
                  bank=bank, out_dir=out_dir, seed=cfg["seed"], progress=progress, params=params)

@@ -535,7 +535,7 @@ def _five_cat(predict, bank, prepared: dict, *, seed: int, foreign_every_slot: b
 
 def lcm_metrics(pred: np.ndarray, seqs: Sequences, bank: Bank, *, ca_pool: str = "split", batch_size: int = 256,
                 seed: int = 0, par_min_denominator: float = 1e-3, chunk: int = 1024) -> dict:
-    """ℓ2, contrastive accuracy (CA) and paragraph-ish ratio (PAR) of Meta's Large Concept Models.
+    """ℓ2, contrastive accuracy (CA) and the context ratio PAR, as in Meta's Large Concept Models.
 
     ℓ2  = mean ‖ŷ − y‖ (both unit).
     CA  = per row, the share of candidate concepts x with cos(ŷ, x) < cos(ŷ, y) (for unit vectors:

@@ -125,6 +125,21 @@ def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
     return metrics
 
 
+def save_artifact(name: str, text: str) -> Path | None:
+    """Save a small text file (e.g. the params of the best run) beside the report.
+
+    Under ``lvm report`` it is written atomically to ``$LVM_REPORT_DIR/<name>`` and its path is
+    returned; interactively (variable unset) nothing is written and None is returned."""
+    if not name or Path(name).name != name or name in RUN_FILES:
+        raise ReportError(f"artifact name {name!r} must be a plain file name other than {sorted(RUN_FILES)}")
+    report_dir = os.environ.get(REPORT_DIR_ENV)
+    if not report_dir:
+        return None
+    path = Path(report_dir) / name
+    files.write_text(path, text)
+    return path
+
+
 def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The entries under ``metrics["headline"]`` if it is a mapping, else the scalar top-level ones."""
     head = metrics.get("headline")

@@ -92,3 +92,33 @@ class ConceptIndex:
                              "position": int(bank.position[row])})
             out.append(hits)
         return out
+
+
+class NearestContextPredictor:
+    """Predict the next vector by analogy: find the k training windows whose 5-concept context is
+    most like this one (cosine of the concatenated, normalised contexts; FAISS) and average
+    their true next vectors, weighted by similarity.
+
+    A model-free upper-bound probe: if similar contexts had similar continuations across
+    articles, this would score well; how well it does says how much of the next concept is
+    predictable from the training data at all. Call it like any predict function.
+    """
+
+    def __init__(self, bank: Bank, train_concepts: int | None = None, k: int = 8):
+        import faiss
+        from .data.bank import sequences
+        train = sequences(bank, "train", train_concepts)
+        keys = train.contexts.reshape(len(train), -1)
+        self.keys_norm = np.linalg.norm(keys, axis=1, keepdims=True)
+        self.index = faiss.IndexFlatIP(keys.shape[1])
+        self.index.add(np.ascontiguousarray(keys / self.keys_norm, dtype=np.float32))
+        self.next = train.targets
+        self.k = _check_k(k, len(train))
+
+    def __call__(self, contexts: np.ndarray) -> np.ndarray:
+        q = np.asarray(contexts, dtype=np.float32).reshape(len(contexts), -1)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        scores, ids = self.index.search(np.ascontiguousarray(q), self.k)
+        weights = np.clip(scores, 1e-6, None)[..., None]
+        pred = (self.next[ids] * weights).sum(axis=1)
+        return pred / np.linalg.norm(pred, axis=1, keepdims=True)

@@ -202,3 +202,15 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert "FAILED" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         report.cli_main([])  # neither a notebook nor --index
+
+
+def test_save_artifact(tmp_path, monkeypatch):
+    from lvmlib.report import ReportError, save_artifact
+    monkeypatch.delenv("LVM_REPORT_DIR", raising=False)
+    assert save_artifact("best_train.yaml", "seed: 0\n") is None          # interactive: nothing written
+    monkeypatch.setenv("LVM_REPORT_DIR", str(tmp_path))
+    path = save_artifact("best_train.yaml", "seed: 0\n")
+    assert path == tmp_path / "best_train.yaml" and path.read_text() == "seed: 0\n"
+    for bad in ("../x.yaml", "sub/x.yaml", "metrics.json", ""):
+        with pytest.raises(ReportError):
+            save_artifact(bad, "x")
