@@ -268,3 +268,24 @@ def _with_warmup(value, warmup: int):
     if isinstance(value, dict):
         return {k: _with_warmup(v, warmup) for k, v in value.items()}
     return warmup if value == "warmup" else value
+
+
+OBJECTIVE_KEYS = {"model", "options", "loss", "curriculum"}
+
+
+def objective_configs(configs: dict, *, backbone: str, options: dict, train: dict, train_concepts=None,
+                      seeds=(0,)) -> list[dict]:
+    """Run configs for a comparison of objectives: each named configuration (its own loss, and
+    optionally its own model/options/curriculum) on the same backbone, data and schedule, once
+    per seed. Labels are "<name> · seed <s>"."""
+    runs = []
+    for name, c in configs.items():
+        unknown = set(c) - OBJECTIVE_KEYS
+        if unknown:
+            raise ConfigError(f"configuration {name!r}: unknown key(s) {sorted(unknown)}; expected {sorted(OBJECTIVE_KEYS)}")
+        for seed in seeds:
+            runs.append({"label": f"{name} · seed {seed}", "model": c.get("model", backbone),
+                         "options": {**options, **c.get("options", {})}, "loss": c.get("loss", {"mse": 1.0}),
+                         "curriculum": c.get("curriculum"), "train": train, "train_concepts": train_concepts,
+                         "seed": seed})
+    return runs

@@ -87,3 +87,15 @@ def test_predictor_row_scores_any_function(bank):
     from lvmlib.retrieval import NearestContextPredictor
     row, ev = experiments.predictor_row(bank, "nearest", NearestContextPredictor(bank, k=2), eval_rows=40)
     assert row["val_cos"] == pytest.approx(ev["mean_cosine"]["mean"]) and "ood_ca" in row
+
+
+def test_objective_configs_share_everything_but_the_objective():
+    runs = experiments.objective_configs({"a": {"loss": {"mse": 1.0}}, "b": {"loss": {"cosine": 1.0},
+                                                                           "options": {"residual": True}}},
+                                         backbone="lstm", options={"hidden": 8}, train=TRAIN, train_concepts=100,
+                                         seeds=[0, 1, 2])
+    assert [r["label"] for r in runs][:3] == ["a · seed 0", "a · seed 1", "a · seed 2"] and len(runs) == 6
+    assert all(r["train"] == TRAIN and r["train_concepts"] == 100 and r["model"] == "lstm" for r in runs)
+    assert runs[3]["options"] == {"hidden": 8, "residual": True} and runs[0]["options"] == {"hidden": 8}
+    with pytest.raises(experiments.ConfigError, match="lossy"):
+        experiments.objective_configs({"c": {"lossy": {}}}, backbone="lstm", options={}, train=TRAIN)
