@@ -11,6 +11,16 @@ Terms (weights and warm-ups from the `loss:` section of the params):
     rollout     P4: feed predictions back (ctx <- [ctx[1:], y_hat]) for H steps and score step h
                 by 1 - cos(y_hat_h, v[t+h]), the TRUE vector h steps after the target in the same
                 article; steps past the article's end are masked out; mean over valid steps.
+    info_nce_hard  one-directional InfoNCE against HARD negatives: for each row the logits are
+                [cos(y_hat, y), negatives...] / tau and the loss is CE with the positive at index 0.
+                Negatives: the other rows' targets (in_batch), the 5 context vectors (context:
+                the same article's previous concepts, i.e. the copy-last basin), and the same
+                article's concepts v[t+k] for k in article_offsets (from the bank; cells outside
+                the article are masked with -inf). Its own tau (default 0.07).
+    flow        flow-matching loss of a model built with head="flow" (model.flow_loss). Such a
+                model is trained by this term only: mse, cosine, info_nce, info_nce_hard, guard,
+                anti_copy and rollout would all need the SAMPLED prediction (flow_steps x
+                flow_samples passes through the head, per step), so they are refused with it.
     context_drop  augmentation: each context slot is zeroed with probability p (training only).
 
 A term with `start_epoch: k` is switched on from epoch index k (0-based), i.e. after k warm-up
@@ -25,6 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+CONTEXT = 5
+FLOW_VAL_SEED = 1234    # the flow loss's noise at validation (fixed: val losses compare across epochs)
+
 LOSS_DEFAULTS = {
     "mse": 1.0,
     "cosine": 0.0,
@@ -33,8 +46,13 @@ LOSS_DEFAULTS = {
     "guard": {"weight": 0.0, "margin": 0.01, "start_epoch": 0},
     "anti_copy": {"weight": 0.0, "margin": 0.0, "start_epoch": 0},
     "rollout": {"weight": 0.0, "horizon": 3, "start_epoch": 0},
+    "info_nce_hard": {"weight": 0.0, "tau": 0.07, "in_batch": True, "context": True, "article_offsets": [],
+                      "start_epoch": 0},
+    "flow": 0.0,
     "context_drop": 0.0,
 }
+# terms that act on the (deterministic) prediction: refused with a flow head, see the docstring
+PREDICTION_TERMS = ("mse", "cosine", "info_nce", "info_nce_hard", "guard", "anti_copy", "rollout")
 
 
 class LossConfigError(ValueError):
@@ -50,8 +68,17 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
         path = f"{where}.{key}"
         if key not in defaults:
             raise LossConfigError(f"unknown key {path!r}; expected one of {sorted(defaults)}")
-        if isinstance(defaults[key], dict):
-            out[key] = _merge(defaults[key], value, path)
+        default = defaults[key]
+        if isinstance(default, dict):
+            out[key] = _merge(default, value, path)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise LossConfigError(f"{path} must be true or false, got {value!r}")
+            out[key] = value
+        elif isinstance(default, list):
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise LossConfigError(f"{path} must be a list of ints, got {value!r}")
+            out[key] = [int(v) for v in value]
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise LossConfigError(f"{path} must be a number, got {value!r}")
@@ -62,10 +89,10 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
 def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     """The `loss:` params with defaults filled in, validated."""
     cfg = _merge(LOSS_DEFAULTS, given or {}, where)
-    for key in ("mse", "cosine", "info_nce"):
+    for key in ("mse", "cosine", "info_nce", "flow"):
         if cfg[key] < 0:
             raise LossConfigError(f"{where}.{key} must be >= 0, got {cfg[key]}")
-    for term in ("guard", "anti_copy", "rollout"):
+    for term in ("guard", "anti_copy", "rollout", "info_nce_hard"):
         if cfg[term]["weight"] < 0 or cfg[term]["start_epoch"] < 0:
             raise LossConfigError(f"{where}.{term}: weight and start_epoch must be >= 0")
     if cfg["tau"] <= 0:
@@ -76,7 +103,24 @@ def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     if int(h) != h or h < 1:
         raise LossConfigError(f"{where}.rollout.horizon must be an int >= 1, got {h}")
     cfg["rollout"]["horizon"] = int(h)
+    _check_info_nce_hard(cfg["info_nce_hard"], f"{where}.info_nce_hard")
     return cfg
+
+
+def _check_info_nce_hard(hard: dict, where: str) -> None:
+    if hard["tau"] <= 0:
+        raise LossConfigError(f"{where}.tau must be > 0, got {hard['tau']}")
+    offsets = hard["article_offsets"]
+    if 0 in offsets:
+        raise LossConfigError(f"{where}.article_offsets: 0 is the target itself, not a negative")
+    if len(set(offsets)) != len(offsets):
+        raise LossConfigError(f"{where}.article_offsets has duplicates: {offsets}")
+    in_context = sorted(k for k in offsets if -CONTEXT <= k <= -1)
+    if hard["context"] and in_context:
+        raise LossConfigError(f"{where}.article_offsets {in_context} are context slots, already negatives "
+                              "with context: true")
+    if hard["weight"] > 0 and not (hard["in_batch"] or hard["context"] or offsets):
+        raise LossConfigError(f"{where} has no negatives: set in_batch, context or article_offsets")
 
 
 # ----------------------------------------------------------------------------------------
@@ -95,6 +139,34 @@ def info_nce_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.07) -
     logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / tau
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def info_nce_hard_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.07, *, in_batch: bool = True,
+                      contexts: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                      negatives_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """One-directional InfoNCE (prediction -> candidates), positive at index 0.
+
+    Per row i the candidates are y_i, then (in_batch) y_j for j != i, then contexts[i] (B, 5, D)
+    if given, then negatives[i] (B, K, D) where negatives_valid[i] (B, K) is True. Logits are
+    cosines / tau; excluded candidates get -inf, so they do not count at all.
+    """
+    p = F.normalize(pred, dim=-1)
+    y = F.normalize(target, dim=-1)
+    logits = [(p * y).sum(-1, keepdim=True)]                                 # (B, 1): the positive
+    if in_batch:
+        others = p @ y.T                                                     # (B, B)
+        eye = torch.eye(len(p), dtype=torch.bool, device=p.device)
+        logits.append(others.masked_fill(eye, float("-inf")))               # the diagonal is the positive
+    if contexts is not None:
+        logits.append(torch.einsum("bd,bkd->bk", p, F.normalize(contexts, dim=-1)))
+    if negatives is not None:
+        sims = torch.einsum("bd,bkd->bk", p, F.normalize(negatives, dim=-1))
+        if negatives_valid is not None:
+            sims = sims.masked_fill(~negatives_valid.bool(), float("-inf"))
+        logits.append(sims)
+    logits = torch.cat(logits, dim=1) / tau
+    labels = torch.zeros(len(p), dtype=torch.long, device=p.device)
+    return F.cross_entropy(logits, labels)
 
 
 def directional_guard(pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, margin: float) -> torch.Tensor:
@@ -155,10 +227,27 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = loss_config(config)
+        self.flow_model = getattr(model, "head", None) == "flow"
+        if self.flow_model:
+            on = [k if not isinstance(self.cfg[k], dict) else f"{k}.weight" for k in PREDICTION_TERMS
+                  if self.weight(k, None) > 0]
+            if on:
+                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='flow' model: it is trained by "
+                                      "loss.flow only (set them to 0, e.g. loss: {mse: 0.0, flow: 1.0})")
+            if self.cfg["flow"] <= 0:
+                raise LossConfigError("a head='flow' model needs loss.flow > 0 (e.g. loss: {mse: 0.0, flow: 1.0})")
+        elif self.cfg["flow"] > 0:
+            raise LossConfigError("loss.flow > 0 needs a model built with head='flow'")
 
     @property
     def needs_future(self) -> bool:
         return self.cfg["rollout"]["weight"] > 0
+
+    @property
+    def hard_offsets(self) -> list[int] | None:
+        """Article offsets whose vectors info_nce_hard needs from the bank (None if it needs none)."""
+        hard = self.cfg["info_nce_hard"]
+        return list(hard["article_offsets"]) if hard["weight"] > 0 and hard["article_offsets"] else None
 
     @property
     def horizon(self) -> int:
@@ -173,11 +262,15 @@ class Objective(nn.Module):
         return float(spec)
 
     def forward(self, contexts, targets, future=None, valid=None, epoch: int | None = None,
-                generator: torch.Generator | None = None):
+                generator: torch.Generator | None = None, hard=None, hard_valid=None):
         """Returns (total loss, {term: detached value}, detached unit predictions).
-        epoch None = validation (all terms on, no context drop)."""
+        epoch None = validation (all terms on, no context drop).
+        hard, hard_valid: v[t+k] for info_nce_hard's article_offsets and their in-article mask.
+        A flow-head model is not sampled in training (the predictions returned are None then)."""
         training = epoch is not None
         model_in = drop_context(contexts, self.cfg["context_drop"], generator) if training else contexts
+        if self.flow_model:
+            return self._flow_forward(model_in, targets, epoch, generator)
         parts = {}
         total = contexts.new_zeros(())
 
@@ -201,6 +294,7 @@ class Objective(nn.Module):
             "guard": lambda: directional_guard(pred, targets, contexts, self.cfg["guard"]["margin"]),
             "anti_copy": lambda: anti_copy_loss(pred, targets, contexts, self.cfg["anti_copy"]["margin"]),
             "rollout": lambda: rollout_loss(self.model, model_in, future, valid, first=pred),
+            "info_nce_hard": lambda: self._info_nce_hard(pred, targets, contexts, hard, hard_valid),
         }
         for name, compute in terms.items():
             w = self.weight(name, epoch)
@@ -211,3 +305,27 @@ class Objective(nn.Module):
             parts[name] = compute()
             total = total + w * parts[name]
         return total, {k: v.detach() for k, v in parts.items()}, pred.detach()
+
+    def _info_nce_hard(self, pred, targets, contexts, hard, hard_valid):
+        h = self.cfg["info_nce_hard"]
+        if self.hard_offsets and hard is None:
+            raise LossConfigError("loss.info_nce_hard.article_offsets needs the article's vectors (pass bank= to fit)")
+        # the context negatives are the TRUE context (not the dropped one): the basin is ctx[-1] itself
+        return info_nce_hard_loss(pred, targets, h["tau"], in_batch=h["in_batch"],
+                                  contexts=contexts if h["context"] else None,
+                                  negatives=hard if self.hard_offsets else None,
+                                  negatives_valid=hard_valid if self.hard_offsets else None)
+
+    def _flow_forward(self, model_in, targets, epoch, generator):
+        """A flow-head model: the flow-matching loss; at validation also the sampled predictions."""
+        if generator is None:
+            # a fixed stream, so a validation loss is a function of the weights only
+            generator = torch.Generator(device=targets.device).manual_seed(FLOW_VAL_SEED)
+        c = self.model.condition(model_in)
+        flow = self.model.flow.loss(c, targets, generator)
+        w = self.weight("flow", epoch)
+        pred = None
+        if epoch is None:     # validation: sample (flow_steps x flow_samples head passes); training: skip
+            with torch.no_grad():
+                pred = F.normalize(self.model.flow.sample(c.detach()), dim=-1)
+        return w * flow, {"flow": flow.detach()}, pred

@@ -53,7 +53,7 @@ from tqdm import tqdm
 from . import files
 from .curriculum import Curriculum, CurriculumError, curriculum_config
 from .data import BankError, Sequences, neighbours, open_bank, sequences, synthetic_bank
-from .losses import LossConfigError, Objective, loss_config
+from .losses import FLOW_VAL_SEED, LossConfigError, Objective, loss_config
 from .models import LVM, ModelError, build_model, count_parameters
 
 CHECKPOINT_FORMAT = "lvmlib-checkpoint/1"
@@ -332,23 +332,32 @@ class FitResult:
 
 
 class _Tensors:
-    """One split held on the device: contexts, targets and (for rollout) future targets + mask."""
+    """One split held on the device: contexts, targets, and only when a loss term needs them
+    (from the bank) the rollout's future targets + mask and info_nce_hard's v[t+k] + mask."""
 
-    def __init__(self, seqs: Sequences, device, bank=None, horizon: int | None = None):
+    def __init__(self, seqs: Sequences, device, bank=None, horizon: int | None = None,
+                 hard_offsets: list[int] | None = None):
         self.contexts = torch.as_tensor(np.ascontiguousarray(seqs.contexts, dtype=np.float32), device=device)
         self.targets = torch.as_tensor(np.ascontiguousarray(seqs.targets, dtype=np.float32), device=device)
-        self.future = self.valid = None
+        self.future = self.valid = self.hard = self.hard_valid = None
         if horizon:
             future, valid = neighbours(bank, seqs.index, range(horizon))
             self.future = torch.as_tensor(future, device=device)
             self.valid = torch.as_tensor(valid, device=device)
+        if hard_offsets:
+            hard, hard_valid = neighbours(bank, seqs.index, hard_offsets)
+            self.hard = torch.as_tensor(hard, device=device)
+            self.hard_valid = torch.as_tensor(hard_valid, device=device)
 
     def __len__(self):
         return len(self.targets)
 
     def batch(self, idx: torch.Tensor):
+        """(contexts, targets, {future, valid, hard, hard_valid}: Objective's keyword inputs, None if unused)."""
         pick = (lambda t: None if t is None else t[idx])
-        return pick(self.contexts), pick(self.targets), pick(self.future), pick(self.valid)
+        extra = {"future": pick(self.future), "valid": pick(self.valid),
+                 "hard": pick(self.hard), "hard_valid": pick(self.hard_valid)}
+        return pick(self.contexts), pick(self.targets), extra
 
 
 @torch.no_grad()
@@ -356,10 +365,13 @@ def evaluate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
     """Val loss (every term on, no context drop), its parts, and mean cos(y_hat, y)."""
     objective.model.eval()
     total, cos_sum, parts = 0.0, 0.0, {}
+    device = data.targets.device
+    # the flow loss draws noise: one fixed stream per evaluation, so val losses compare across epochs
+    gen = torch.Generator(device=device).manual_seed(FLOW_VAL_SEED)
     for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.targets.device)
-        ctx, tgt, fut, valid = data.batch(idx)
-        loss, batch_parts, pred = objective(ctx, tgt, fut, valid, epoch=None)
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
+        ctx, tgt, extra = data.batch(idx)
+        loss, batch_parts, pred = objective(ctx, tgt, **extra, epoch=None, generator=gen)
         n = len(idx)
         total += loss.item() * n
         cos_sum += F.cosine_similarity(pred, tgt, dim=-1).sum().item()
@@ -373,7 +385,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
         seed: int = 0, progress: bool = True, resume: bool = False, params: dict | None = None) -> FitResult:
     """Train `model` on in-memory sequences; config = {loss, train, curriculum} sections of the params.
 
-    bank: needed for the rollout loss (future targets) and recorded as the data fingerprint.
+    bank: needed for the rollout loss (future targets) and info_nce_hard's article_offsets, and
+    recorded as the data fingerprint.
     out_dir: where best.pt / last.pt go (None: nothing is written). resume: continue from
     out_dir/last.pt. params: the whole params, stored in checkpoints for the record.
     Under torch.distributed each rank trains on its shard of every batch; only rank 0 writes.
@@ -387,9 +400,14 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ParamsError("resume needs an output folder (params.out / out_dir)")
-    objective = Objective(model, cfg["loss"])
+    try:
+        objective = Objective(model, cfg["loss"])   # refuses loss terms the model cannot take (flow head)
+    except LossConfigError as e:
+        raise ParamsError(str(e)) from None
     if objective.needs_future and bank is None:
         raise ParamsError("loss.rollout.weight > 0 needs the bank (future targets): pass bank= to fit")
+    if objective.hard_offsets and bank is None:
+        raise ParamsError("loss.info_nce_hard.article_offsets needs the bank (the article's vectors): pass bank= to fit")
     curriculum = Curriculum(train.contexts, train.targets, cfg["curriculum"]) if cfg["curriculum"] else None
     data_id = {"fingerprint": (bank.manifest.get("fingerprint") if bank is not None else None),
                "sequences": sequences_hash(train, val), "n_train": len(train), "n_val": len(val)}
@@ -410,8 +428,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
     model.to(device)
 
     horizon = objective.horizon if objective.needs_future else None
-    train_t = _Tensors(train, device, bank, horizon)
-    val_t = _Tensors(val, device, bank, horizon)
+    train_t = _Tensors(train, device, bank, horizon, objective.hard_offsets)
+    val_t = _Tensors(val, device, bank, horizon, objective.hard_offsets)
     trainable = [p for p in model.parameters() if p.requires_grad]
     writes = rank == 0 and out_dir is not None
 
@@ -455,6 +473,7 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
         t0 = time.perf_counter()
         # everything random in this epoch depends on (seed, epoch, rank) only: resume replays it
         torch.manual_seed(seed * 1_000_003 + epoch * 101 + rank)
+        # context drop and the flow loss's noise draw from it
         drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + epoch * 31 + rank)
         if curriculum is not None:
             order = curriculum.epoch_order(epoch, seed)
@@ -472,8 +491,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
         for start in bar:
             rows = order_t[start:start + batch_size]
             shard = rows[rank::world]
-            ctx, tgt, fut, valid = train_t.batch(shard)
-            loss, parts, _ = step_module(ctx, tgt, fut, valid, epoch=epoch, generator=drop_gen)
+            ctx, tgt, extra = train_t.batch(shard)
+            loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=drop_gen)
             # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
             share = len(shard) * world / len(rows)
             optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from lvmlib.data import neighbours, sequences, synthetic_bank
 from lvmlib.losses import (LossConfigError, Objective, anti_copy_loss, cosine_loss, directional_guard, drop_context,
-                           info_nce_loss, loss_config, mse_loss, rollout_loss)
+                           info_nce_hard_loss, info_nce_loss, loss_config, mse_loss, rollout_loss)
 from lvmlib.models import build_model
 
 T = torch.tensor
@@ -172,3 +172,116 @@ def test_loss_config_defaults_and_unknown_keys():
         loss_config({"tau": "hot"})
     with pytest.raises(LossConfigError, match="horizon"):
         loss_config({"rollout": {"horizon": 0}})
+
+
+# ----------------------------------------------------------------------------------------
+# InfoNCE with hard negatives (the same article's concepts and the context)
+
+def hard_case():
+    """Two rows, D = 3; row 1's article negatives are both outside the article."""
+    e1, e2, e3 = torch.eye(3)
+    pred = torch.stack([e1, e3])
+    target = torch.stack([T([0.6, 0.8, 0.0]), e3])                  # row 0: cos 0.6, row 1: cos 1
+    ctx = torch.stack([e3.expand(5, 3).clone(), e1.expand(5, 3).clone()])
+    ctx[0, -1] = T([0.8, 0.0, 0.6])                                 # row 0: ctx[-1] has cos 0.8
+    negatives = torch.stack([torch.stack([e1, e2]), torch.stack([e1, e2])])
+    valid = T([[True, False], [False, False]])
+    return pred, target, ctx, negatives, valid
+
+
+def test_info_nce_hard_hand_computed():
+    pred, target, ctx, negatives, valid = hard_case()
+    tau = 0.5
+    # row 0: [pos 0.6 | in-batch y1: 0 | ctx: 0, 0, 0, 0, 0.8 | article: 1.0 (valid), masked]
+    row0 = [0.6, 0.0, 0, 0, 0, 0, 0.8, 1.0]
+    # row 1: [pos 1.0 | in-batch y0: 0 | ctx: 0 x 5 | article: both masked]
+    row1 = [1.0, 0.0, 0, 0, 0, 0, 0]
+    ce = lambda row: -row[0] / tau + math.log(sum(math.exp(v / tau) for v in row))
+    expected = (ce(row0) + ce(row1)) / 2
+    got = info_nce_hard_loss(pred, target, tau, in_batch=True, contexts=ctx, negatives=negatives, negatives_valid=valid)
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+    # each source switched off removes exactly its logits
+    no_ctx = info_nce_hard_loss(pred, target, tau, in_batch=True, negatives=negatives, negatives_valid=valid)
+    assert no_ctx.item() == pytest.approx((ce([0.6, 0.0, 1.0]) + ce([1.0, 0.0])) / 2, abs=1e-5)
+    only_ctx = info_nce_hard_loss(pred, target, tau, in_batch=False, contexts=ctx)
+    assert only_ctx.item() == pytest.approx((ce([0.6, 0, 0, 0, 0, 0.8]) + ce([1.0, 0, 0, 0, 0, 0])) / 2, abs=1e-5)
+
+
+def test_info_nce_hard_ignores_masked_negatives():
+    pred, target, ctx, negatives, valid = hard_case()
+    base = info_nce_hard_loss(pred, target, 0.1, contexts=ctx, negatives=negatives, negatives_valid=valid)
+    changed = negatives.clone()
+    changed[~valid] = F.normalize(torch.randn(int((~valid).sum()), 3), dim=-1)   # outside the article: any vector
+    changed[0, 1] = pred[0]                                                     # even the prediction itself
+    again = info_nce_hard_loss(pred, target, 0.1, contexts=ctx, negatives=changed, negatives_valid=valid)
+    assert again.item() == pytest.approx(base.item(), abs=1e-6)
+    valid_moved = negatives.clone()
+    valid_moved[0, 0] = T([0.0, 1.0, 0.0])                                      # a VALID negative does count
+    moved = info_nce_hard_loss(pred, target, 0.1, contexts=ctx, negatives=valid_moved, negatives_valid=valid)
+    assert moved.item() < base.item() - 0.1
+
+
+def test_info_nce_hard_punishes_copying_the_last_context():
+    # realistic regime: the truth is close to ctx[-1] (cos ~0.8), so MSE barely minds a copy
+    g = torch.Generator().manual_seed(0)
+    ctx = F.normalize(torch.randn(32, 5, 64, generator=g), dim=-1)
+    target = F.normalize(ctx[:, -1] + 0.75 * F.normalize(torch.randn(32, 64, generator=g), dim=-1), dim=-1)
+    assert F.cosine_similarity(ctx[:, -1], target).mean() > 0.75
+    loss = lambda pred: info_nce_hard_loss(pred, target, 0.07, contexts=ctx).item()
+    right, copy = loss(target), loss(ctx[:, -1])
+    assert right < 0.1 and copy > right + 2.0, (right, copy)
+    # without the context negatives the copy would look nearly as good as the truth
+    no_ctx = info_nce_hard_loss(ctx[:, -1], target, 0.07, contexts=None).item()
+    assert no_ctx < copy - 2.0
+
+
+def test_objective_info_nce_hard_uses_bank_neighbours(rollout_data):
+    bank, rot, seqs, _, _ = rollout_data
+    offsets = [1, 2, -6]
+    hard, hard_valid = map(torch.as_tensor, neighbours(bank, seqs.index, offsets))
+    ctx, tgt = torch.as_tensor(seqs.contexts), torch.as_tensor(seqs.targets)
+    model = build_model("linear_average", dim=16)
+    cfg = {"mse": 0.0, "info_nce_hard": {"weight": 2.0, "tau": 0.1, "article_offsets": offsets}}
+    total, parts, pred = Objective(model, cfg)(ctx, tgt, epoch=None, hard=hard, hard_valid=hard_valid)
+    expected = info_nce_hard_loss(pred, tgt, 0.1, contexts=ctx, negatives=hard, negatives_valid=hard_valid)
+    assert set(parts) == {"info_nce_hard"}
+    assert parts["info_nce_hard"].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert total.item() == pytest.approx(2 * expected.item(), abs=1e-5)
+    with pytest.raises(LossConfigError, match="bank"):
+        Objective(model, cfg)(ctx, tgt, epoch=None)                      # offsets asked for, none given
+    # weight 0 means off; start_epoch works like the other terms
+    _, off, _ = Objective(model, {"info_nce_hard": {"weight": 0.0}})(ctx, tgt, epoch=0)
+    assert set(off) == {"mse"}
+    warm = Objective(model, {"info_nce_hard": {"weight": 1.0, "start_epoch": 2}})
+    assert set(warm(ctx, tgt, epoch=1)[1]) == {"mse"} and set(warm(ctx, tgt, epoch=2)[1]) == {"mse", "info_nce_hard"}
+
+
+def test_info_nce_hard_config_validation():
+    cfg = loss_config({"info_nce_hard": {"weight": 1.0, "article_offsets": [1, 2, 3, -6, -7]}})
+    assert cfg["info_nce_hard"] == {"weight": 1.0, "tau": 0.07, "in_batch": True, "context": True,
+                                    "article_offsets": [1, 2, 3, -6, -7], "start_epoch": 0}
+    assert loss_config()["info_nce_hard"]["weight"] == 0.0                # off by default
+    loss_config({"info_nce_hard": {"weight": 1.0, "context": False, "article_offsets": [-1]}})  # ctx[-1] via the bank
+    for bad, match in [({"wieght": 1.0}, "'loss.info_nce_hard.wieght'"),
+                       ({"article_offsets": [0]}, "0 is the target"),
+                       ({"article_offsets": [-1, 2]}, r"\[-1\] are context slots"),
+                       ({"article_offsets": [2, 2]}, "duplicates"),
+                       ({"article_offsets": 2}, "list of ints"),
+                       ({"article_offsets": [1.5]}, "list of ints"),
+                       ({"in_batch": 1}, "true or false"),
+                       ({"tau": 0.0}, "tau must be > 0"),
+                       ({"weight": -1.0}, "weight and start_epoch"),
+                       ({"weight": 1.0, "in_batch": False, "context": False}, "no negatives")]:
+        with pytest.raises(LossConfigError, match=match):
+            loss_config({"info_nce_hard": bad})
+
+
+def test_mse_plus_info_nce_mixture_reports_both_parts():
+    torch.manual_seed(0)
+    model = build_model("lstm", dim=8, hidden=8).eval()
+    ctx, tgt = F.normalize(torch.randn(6, 5, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    total, parts, pred = Objective(model, {"mse": 1.0, "info_nce": 0.1})(ctx, tgt, epoch=0)
+    assert set(parts) == {"mse", "info_nce"}
+    assert parts["mse"].item() == pytest.approx(mse_loss(model.raw(ctx), tgt).item(), abs=1e-6)
+    assert parts["info_nce"].item() == pytest.approx(info_nce_loss(pred, tgt, 0.07).item(), abs=1e-5)
+    assert total.item() == pytest.approx(parts["mse"].item() + 0.1 * parts["info_nce"].item(), abs=1e-5)

@@ -1,10 +1,11 @@
-"""Model contract, SPEC parameter counts, baselines, and the P2 / P5 options."""
+"""Model contract, SPEC parameter counts, baselines, the P2 / P5 options and the flow head."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lvmlib.models import (CONTEXT, MODEL_NAMES, ModelError, build_model, count_parameters, decay_mask)
+from lvmlib.models import (CONTEXT, FLOW_DEFAULTS, MODEL_NAMES, ModelError, build_model, count_parameters,
+                           decay_mask)
 
 D = 16
 SMALL = {  # reduced sizes so the contract tests run in milliseconds
@@ -12,6 +13,9 @@ SMALL = {  # reduced sizes so the contract tests run in milliseconds
     "transformer": dict(d_model=16, layers=1, heads=2, ff=32), "graphmert": dict(d_model=16, layers=2, heads=2, ff=32),
     "base_lcm": dict(d_model=16, layers=1, heads=2, ff=32),
 }
+
+
+FLOW = {"head": "flow", "flow_hidden": 16, "flow_layers": 2, "flow_steps": 3}
 
 
 def unit(*shape, seed=0):
@@ -27,7 +31,8 @@ def small(name, **options):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-@pytest.mark.parametrize("options", [{}, {"residual": True}, {"positional_scale": 0.03}])
+@pytest.mark.parametrize("options", [{}, {"residual": True}, {"positional_scale": 0.03}, FLOW,
+                                     {**FLOW, "residual": True, "flow_samples": 2}])
 def test_contract(name, options):
     model = small(name, **options)
     ctx = unit(4, CONTEXT, D)
@@ -151,3 +156,88 @@ def test_graphmert_decay_mask():
     assert m[0, 3].item() == pytest.approx(-1e9 * (1 - 0.6 ** 3), rel=1e-6)
     assert m[4, 0].item() == pytest.approx(-1e9 * (1 - 0.6 ** 4), rel=1e-6)
     assert torch.equal(m, m.T)
+
+
+# ----------------------------------------------------------------------------------------
+# Generative head (conditional flow matching)
+
+def test_flow_head_config_defaults_and_refusals():
+    model = build_model("lstm", dim=D, hidden=16, head="flow")
+    assert model.head == "flow" and build_model("lstm", dim=D, hidden=16).head is None
+    # every flow option is in the config, defaults included, so the rebuild cannot drift
+    assert {k: model.config[k] for k in FLOW_DEFAULTS} == {"flow_hidden": 512, "flow_layers": 3, "flow_steps": 10,
+                                                          "flow_samples": 1, "flow_noise": 1.0, "flow_seed": 0}
+    assert "head" not in build_model("lstm", dim=D, hidden=16, head=None).config   # today's configs unchanged
+    with pytest.raises(ModelError, match="flow_steps need head='flow'"):
+        build_model("lstm", dim=D, flow_steps=4)
+    with pytest.raises(ModelError, match="'diffusion'"):
+        build_model("lstm", dim=D, head="diffusion")
+    with pytest.raises(ModelError, match="flow_step"):
+        build_model("lstm", dim=D, head="flow", flow_step=4)                     # typo: not a flow option
+    for key, bad in [("flow_steps", 0), ("flow_samples", 1.5), ("flow_hidden", True), ("flow_layers", 0),
+                     ("flow_noise", 0.0), ("flow_seed", "a")]:
+        with pytest.raises(ModelError, match=key):
+            build_model("lstm", dim=D, head="flow", **{key: bad})
+
+
+def test_flow_prediction_is_deterministic_and_ignores_global_rng():
+    model = small("transformer", **FLOW)
+    ctx = unit(4, CONTEXT, D)
+    a = model(ctx)
+    torch.manual_seed(123)
+    torch.randn(1000)                                                     # move the global RNG along
+    assert torch.equal(model(ctx), a)
+    amn = small("amn", **FLOW).train()                                     # no dropout anywhere: train mode too
+    first = amn(ctx)
+    torch.randn(1000)
+    assert torch.equal(amn(ctx), first)
+    reseeded = build_model(**{**model.config, "flow_seed": 1})
+    reseeded.load_state_dict(model.state_dict())
+    assert not torch.allclose(reseeded.eval()(ctx), a, atol=1e-4)           # the noise is what flow_seed picks
+
+
+def test_flow_samples_are_averaged_endpoints():
+    model = small("lstm", **{**FLOW, "flow_samples": 3})
+    ctx = unit(5, CONTEXT, D)
+    c = model.condition(ctx)
+    ends = model.flow.endpoints(c)
+    assert ends.shape == (5, 3, D)
+    assert not torch.allclose(ends[:, 0], ends[:, 1], atol=1e-3)              # three different draws per row
+    assert torch.allclose(model.raw(ctx), ends.mean(dim=1), atol=1e-6)
+    assert torch.allclose(model(ctx), F.normalize(ends.mean(dim=1), dim=-1), atol=1e-6)
+    one = build_model(**{**model.config, "flow_samples": 1})
+    one.load_state_dict(model.state_dict())                                   # same weights, one draw
+    assert not torch.allclose(one.eval()(ctx), model(ctx), atol=1e-3)
+
+
+def test_flow_euler_integration_by_hand():
+    model = small("gru", **{**FLOW, "flow_steps": 2, "flow_noise": 0.5, "flow_seed": 7})
+    ctx = unit(3, CONTEXT, D)
+    c = model.condition(ctx)
+    x = torch.randn(3, D, generator=torch.Generator().manual_seed(7)) * 0.5
+    for t in (0.0, 0.5):
+        x = x + 0.5 * model.flow.velocity(x, torch.full((3,), t), c)
+    assert torch.allclose(model.raw(ctx), x / D ** 0.5, atol=1e-5)
+
+
+def test_flow_matching_loss_formula_and_gradient():
+    model = small("lstm", **{**FLOW, "flow_noise": 0.7})
+    ctx, y = unit(6, CONTEXT, D), unit(6, D, seed=3)
+    loss = model.flow_loss(ctx, y, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(6, D, generator=g) * 0.7
+    t = torch.rand(6, generator=g)[:, None]
+    x1 = y * D ** 0.5                                                          # unit-variance coordinates
+    v = model.flow.velocity((1 - t) * x0 + t * x1, t[:, 0], model.condition(ctx))
+    assert loss.item() == pytest.approx(((v - (x1 - x0)) ** 2).sum(-1).mean().item() / D, rel=1e-5)
+    loss.backward()
+    assert model.core.lstm.weight_ih_l0.grad.abs().sum() > 0                   # the core learns through the head
+    with pytest.raises(ModelError, match="no flow head"):
+        small("lstm").flow_loss(ctx, y)
+
+
+def test_flow_head_on_base_lcm_predicts_last_position_only():
+    model = small("base_lcm", **FLOW)
+    assert not model.predicts_every_position
+    with pytest.raises(ModelError, match="raw_all"):
+        model.raw_all(unit(2, CONTEXT, D))

@@ -12,9 +12,11 @@ import torch
 import yaml
 
 from lvmlib.curriculum import Curriculum, CurriculumError, curriculum_config, forward_distinctness, stage_rows
-from lvmlib.data import sequences, synthetic_bank
+from lvmlib.data import neighbours, sequences, synthetic_bank
+from lvmlib.losses import Objective, info_nce_hard_loss
 from lvmlib.models import build_model
-from lvmlib.train import (CheckpointError, ParamsError, cli_main, fit, load_checkpoint, save_checkpoint, train)
+from lvmlib.train import (CheckpointError, ParamsError, _Tensors, cli_main, evaluate, fit, load_checkpoint,
+                          save_checkpoint, train)
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"n_articles": 60, "length": 20, "dim": 32, "noise": 0.05}
@@ -187,6 +189,30 @@ def test_rollout_and_guards_train_with_a_bank(rotation_data):
     assert all(np.isfinite(h["val_loss"]) for h in result.history)
     with pytest.raises(ParamsError, match="bank"):
         fit(model, tr, va, {"loss": loss, "train": FAST}, progress=False)
+
+
+def test_info_nce_hard_trains_with_the_articles_neighbours(rotation_data):
+    bank, tr, va = rotation_data
+    offsets = [1, 2, 3, -6, -7]
+    loss = {"mse": 1.0, "info_nce_hard": {"weight": 0.1, "tau": 0.07, "article_offsets": offsets}}
+    torch.manual_seed(0)
+    model = build_model("lstm", dim=32, hidden=32)
+    result = fit(model, tr, va, {"loss": loss, "train": {**FAST, "epochs": 2}}, bank=bank, progress=False)
+    assert all(set(h["train_parts"]) == set(h["val_parts"]) == {"mse", "info_nce_hard"} for h in result.history)
+    # fit hands the loss each row's own v[t+k] (masked outside its article): recompute on the val split
+    objective = Objective(result.model, loss)
+    got = evaluate(objective, _Tensors(va, "cpu", bank, None, offsets), batch_size=len(va))["parts"]["info_nce_hard"]
+    hard, valid = map(torch.as_tensor, neighbours(bank, va.index, offsets))
+    assert not valid.all() and valid.any()
+    ctx, tgt = torch.as_tensor(va.contexts), torch.as_tensor(va.targets)
+    with torch.no_grad():
+        expected = info_nce_hard_loss(result.model(ctx), tgt, 0.07, contexts=ctx, negatives=hard, negatives_valid=valid)
+    assert got == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ParamsError, match="article_offsets needs the bank"):
+        fit(model, tr, va, {"loss": loss, "train": FAST}, progress=False)
+    # without article offsets the term needs no bank (in-batch and context negatives only)
+    fit(build_model("lstm", dim=32, hidden=8), tr, va, {"loss": {"info_nce_hard": {"weight": 0.1}},
+                                                          "train": {**FAST, "epochs": 1}}, progress=False)
 
 
 # ----------------------------------------------------------------------------------------
