@@ -31,7 +31,7 @@ BASELINES = ("linear_average", "copy_last", "global_mean")
 DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "graphmert": "GraphMERT-LVM",
            "base_lcm": "Base-LCM", "linear_average": "Linear Average", "copy_last": "copy-last",
            "global_mean": "global mean"}
-LOSS_DISPLAY = {"mse": "MSE", "info_nce": "InfoNCE", "cosine": "cosine"}
+LOSS_DISPLAY = {"mse": "MSE", "info_nce": "InfoNCE", "cosine": "cosine", "flow": "flow", "info_nce_hard": "InfoNCE-hard"}
 
 
 class ConfigError(ValueError):
@@ -121,9 +121,12 @@ def oracle_row(bank: Bank, *, eval_rows=None, seed=0) -> dict:
 
 
 def _loss_name(loss: dict) -> str:
-    weights = {k: v for k, v in loss.items() if isinstance(v, (int, float)) and k in ("mse", "cosine", "info_nce") and v}
-    extras = [k for k, v in loss.items() if isinstance(v, dict) and v.get("weight")]
-    return "+".join([LOSS_DISPLAY[k] for k in weights] + extras) or "MSE"
+    """A short label for a loss config: its switched-on terms, e.g. "MSE+InfoNCE-hard"."""
+    terms = [k for k, v in loss.items()
+             if (isinstance(v, dict) and v.get("weight")) or (k in LOSS_DISPLAY and not isinstance(v, dict) and v)]
+    if "mse" not in loss:          # mse defaults to 1 unless switched off
+        terms.insert(0, "mse")
+    return "+".join(LOSS_DISPLAY.get(t, t) for t in terms) or "none"
 
 
 def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -> float:
@@ -137,6 +140,16 @@ def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -
     return float((a - b).abs().max())
 
 
+def portable_path(path) -> str:
+    """A path inside the repository as a repo-relative string (lvmlib.data.open_bank resolves it
+    from anywhere), so saved params work on another clone; other paths unchanged."""
+    from .data.corpus import repo_root
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 def train_params(bank: Bank, config: dict, out: str | Path | None) -> dict:
     """The `lvm train` params that repeat this run exactly (same seed, data, model, loss, schedule).
 
@@ -144,7 +157,7 @@ def train_params(bank: Bank, config: dict, out: str | Path | None) -> dict:
     cfg = check_config(config)
     if bank.path is None:
         raise ConfigError("train_params needs a bank loaded from disk (an in-memory bank has no path)")
-    return {"seed": cfg["seed"], "data": {"bank": str(bank.path), "train_concepts": cfg["train_concepts"]},
+    return {"seed": cfg["seed"], "data": {"bank": portable_path(bank.path), "train_concepts": cfg["train_concepts"]},
             "model": {"name": cfg["model"], "options": dict(cfg["options"])}, "loss": cfg["loss"],
             "train": cfg["train"], "curriculum": cfg["curriculum"], "out": str(out) if out else None}
 
