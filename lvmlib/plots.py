@@ -27,12 +27,23 @@ def theirs_title(seed: str) -> str:
 
 
 def set_theme() -> None:
-    """The project's look: whitegrid, colour-blind palette, readable sizes."""
+    """The project's look: whitegrid, colour-blind palette, readable sizes.
+
+    In a Jupyter kernel it also switches on the inline backend: with MPLBACKEND=Agg in the
+    environment (as `make` sets it for scripts) a Figure returned by a cell would otherwise show
+    only as the text "<Figure size ...>" and the report would have no images."""
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11,
                                 "figure.titlesize": 12})
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and "IPKernelApp" in shell.config:
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def model_palette(names: Sequence[str]) -> dict[str, Any]:
@@ -90,6 +101,7 @@ def _ref_lines(ax, refs: Mapping[str, float] | None) -> None:
 def _two_panels(seed: str, title: str | None, sharey: bool, width: float = 11, height: float = 4):
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, 2, sharey=sharey)
+    axes[1].tick_params(labelleft=True)   # keep our panel's scale readable even when shared (or theirs is empty)
     axes[0].set_title(theirs_title(seed))
     axes[1].set_title(OURS_TITLE)
     if title:
@@ -101,7 +113,7 @@ def theirs_vs_ours_bar(theirs, ours, *, y: str, seed: str, x: str = "model", hue
                        ylabel: str | None = None, title: str | None = None,
                        refs_theirs: Mapping[str, float] | None = None,
                        refs_ours: Mapping[str, float] | None = None,
-                       sharey: bool = True, fmt: str = "{:.4g}") -> Figure:
+                       sharey: bool = True, fmt: str = "{:.3f}") -> Figure:
     """Bars of metric ``y`` per ``x`` (model): their quoted values left, ours right.
 
     ``theirs``/``ours``: DataFrame, row dicts, or ``{model: value}``; either may be None (the
@@ -186,3 +198,19 @@ def offset_sweep(theirs, ours, *, seed: str, k: str = "k", c: str = "c_k", hue: 
     """
     return theirs_vs_ours_lines(theirs, ours, x=k, y=c, seed=seed, hue=hue, xlabel="offset k",
                                 ylabel="c_k", title=title, vline=0)
+
+
+def training_curves(history, *, y: str = "val_cosine", hue: str = "label",
+                    title: str = "Validation cosine per epoch (ours, measured in this run)") -> Figure:
+    """One line per run of ``y`` against the epoch (``lvmlib.experiments.history_frame``)."""
+    import seaborn as sns
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax = fig.subplots()
+    if history is None or len(history) == 0:
+        _empty_panel(ax, "no epochs recorded")
+        return fig
+    sns.lineplot(data=history, x="epoch", y=y, hue=hue, marker="o", ax=ax)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=3, loc="best")
+    return fig

@@ -13,12 +13,18 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "data" / "bank-tiny"
 
 
+def _png_width(b64: str) -> int:
+    import base64
+    import struct
+    return struct.unpack(">I", base64.b64decode(b64[:64])[16:20])[0]   # IHDR width
+
+
 @pytest.mark.skipif(not (TINY / "manifest.json").exists(), reason="data/bank-tiny not built (make test builds it)")
 def test_lvm_report_on_the_dataset_notebook(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"bank": "data/bank-tiny", "n_pairs": 2000, "show_concepts": 3}))
     outputs = tmp_path / "outputs"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}   # as `make` runs it
     proc = subprocess.run([sys.executable, "-m", "lvmlib.cli", "report", "notebooks/00_dataset.ipynb",
                            "--params", str(params), "--outputs", str(outputs)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -32,7 +38,9 @@ def test_lvm_report_on_the_dataset_notebook(tmp_path):
     assert metrics["headline"]["concepts"] == card["concepts"]          # measured from the bank, not typed in
     html = (run / "report.html").read_text()
     assert "from lvmlib import" not in html                           # no code cells in the report
-    assert "Wikipedia" in html and "data:image/png" in html
+    assert "Wikipedia" in html and "<Figure size" not in html     # figures render as images, not as their repr
+    widths = [_png_width(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
+    assert max(widths, default=0) >= 400, widths                      # the dataset card's figure
     assert json.loads((run / "run.json").read_text())["status"] == "ok"
     index = (outputs / "index.html").read_text()
     assert run.name in index and "00_dataset" in index
