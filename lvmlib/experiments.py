@@ -75,7 +75,10 @@ def summarize(ev: dict) -> dict:
 
 def evaluate_model(model, bank: Bank, *, train_concepts=None, eval_rows=None, seed=0) -> dict:
     """metrics.evaluate on VAL (5CAT on VAL and OOD), plus the LCM metrics on the same OOD rows."""
-    predict = model if callable(model) and not hasattr(model, "state_dict") else metrics.predictor(model)
+    if hasattr(model, "state_dict"):     # a torch model: predict on the device it lives on
+        predict = metrics.predictor(model, device=str(next(model.parameters(), torch.zeros(0)).device))
+    else:
+        predict = model
     ev = metrics.evaluate(predict, bank, split="val", max_rows=eval_rows, seed=seed, train_concepts=train_concepts)
     ood = metrics.split_rows(bank, "ood", eval_rows, seed)
     ev["lcm_ood"] = metrics.to_jsonable(metrics.lcm_metrics(metrics.predict_all(predict, ood.contexts), ood, bank,
@@ -129,15 +132,22 @@ def _loss_name(loss: dict) -> str:
     return "+".join(LOSS_DISPLAY.get(t, t) for t in terms) or "none"
 
 
-def verify_reload(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray) -> float:
-    """Reload the best checkpoint (load_checkpoint re-runs its probe) and compare its predictions
-    on real rows with the in-memory model's. Returns the largest absolute difference."""
+RELOAD_TOLERANCE = 1e-5
+
+
+def reload_verified(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray):
+    """Reload the best checkpoint (load_checkpoint re-runs its stored probe) and check that it
+    predicts what the trained model predicts on real rows. Returns (reloaded model, max |diff|);
+    a larger difference than RELOAD_TOLERANCE is an error: the reloaded model is what gets scored."""
     reloaded, _ = load_checkpoint(checkpoint, expected_fingerprint=bank.manifest.get("fingerprint"))
+    device = next(model.parameters(), torch.zeros(0)).device
+    reloaded = reloaded.to(device).eval()
     with torch.no_grad():
-        x = torch.as_tensor(probe_rows)
-        a = model.to("cpu").eval()(x)
-        b = reloaded.eval()(x)
-    return float((a - b).abs().max())
+        x = torch.as_tensor(probe_rows, device=device)
+        diff = float((model.eval()(x) - reloaded(x)).abs().max())
+    if not diff <= RELOAD_TOLERANCE:
+        raise RuntimeError(f"{checkpoint}: the reloaded model differs from the trained one by {diff:.2e}")
+    return reloaded, diff
 
 
 def portable_path(path) -> str:
@@ -204,15 +214,17 @@ def run_config(bank: Bank, config: dict, *, out_root: str | Path | None = None, 
     result = fit(model, train, val, {"loss": cfg["loss"], "train": cfg["train"], "curriculum": cfg["curriculum"]},
                  bank=bank, out_dir=out_dir, seed=cfg["seed"], progress=progress, params=params)
     seconds = time.perf_counter() - started
-    reload_diff = verify_reload(result.model, result.checkpoint, bank, val.contexts[:256])
-    ev = evaluate_model(result.model, bank, train_concepts=cfg["train_concepts"], eval_rows=eval_rows, seed=eval_seed)
+    batch = train_config(cfg["train"])["batch_size"]
+    rows_seen = sum(h["train_rows"] for h in result.history)   # a curriculum trains on fewer rows per epoch
+    reloaded, reload_diff = reload_verified(result.model, result.checkpoint, bank, val.contexts[:256])
+    ev = evaluate_model(reloaded, bank, train_concepts=cfg["train_concepts"], eval_rows=eval_rows, seed=eval_seed)
     row = {"label": cfg["label"], "model": DISPLAY.get(cfg["model"], cfg["model"]), "loss": _loss_name(cfg["loss"]),
            "seed": cfg["seed"], "train_concepts": int(train_subset(bank, cfg["train_concepts"])[1].sum()),
            "train_sequences": len(train), "params": count_parameters(result.model),
            "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-           "optimizer_steps": result.epochs_run * math.ceil(len(train) / train_config(cfg["train"])["batch_size"]),
+           "train_rows_seen": rows_seen, "optimizer_steps": sum(math.ceil(h["train_rows"] / batch) for h in result.history),
            "train_seconds": round(seconds, 1),
-           "train_samples_per_s": round(len(train) * result.epochs_run / seconds, 1) if seconds else None,
+           "train_samples_per_s": round(rows_seen / seconds, 1) if seconds else None,
            "checkpoint_reload_max_diff": reload_diff, "checkpoint": str(result.checkpoint), **summarize(ev)}
     return row, ev, result
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -35,3 +37,37 @@ def write_text(path, text: str) -> Path:
 def write_json(path, obj, *, sort_keys: bool = False) -> Path:
     """Strict JSON (no NaN), indented, atomically."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+def to_jsonable(obj, *, nonfinite: str = "null", where: str = "value"):
+    """numpy/torch scalars and arrays, tuples and paths -> plain JSON values, recursively.
+
+    Non-finite floats become null (nonfinite="null") or the strings "nan"/"inf"/"-inf"
+    ("string"); strict JSON has neither NaN nor Infinity. Anything else is a TypeError naming
+    where in the structure it sits."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        if nonfinite == "null":
+            return None
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: key {k!r} is not a string")
+            out[k] = to_jsonable(v, nonfinite=nonfinite, where=f"{where}.{k}")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, nonfinite=nonfinite, where=f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "detach"):                      # torch tensor, possibly requiring grad
+        obj = obj.detach().cpu()
+    if hasattr(obj, "tolist") and callable(obj.tolist):   # numpy / torch arrays and scalars
+        return to_jsonable(obj.tolist(), nonfinite=nonfinite, where=where)
+    raise TypeError(f"{where}: value of type {type(obj).__name__} is not JSON-able")

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CONTEXT = 5
+from .data.bank import CONTEXT  # the window length, defined once
 FLOW_VAL_SEED = 1234    # the flow loss's noise at validation (fixed: val losses compare across epochs)
 
 LOSS_DEFAULTS = {

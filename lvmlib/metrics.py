@@ -30,7 +30,7 @@ import numpy as np
 
 from . import files
 from .data.bank import CONTEXT, SPLITS, Bank, BankError, Sequences, check_split, fingerprint, neighbours, \
-    sequences, train_subset
+    sequences
 
 Predict = Callable[[np.ndarray], np.ndarray]
 BATCH = 4096
@@ -189,12 +189,10 @@ def global_mean(mean: np.ndarray) -> Predict:
 
 def train_target_mean(bank: Bank, train_concepts: int | None = None) -> np.ndarray:
     """Normalised mean of the training targets (the same nested subset the model was trained on)."""
-    starts, lengths = train_subset(bank, train_concepts)
-    parts = [s + np.arange(CONTEXT, n) for s, n in zip(starts, lengths) if n > CONTEXT]
-    if not parts:
+    targets = sequences(bank, "train", train_concepts).targets
+    if len(targets) == 0:
         raise EvalError("the training subset has no ctx-5 windows, so there is no global mean")
-    rows = np.concatenate(parts)
-    return _unit(bank.vectors[rows].mean(axis=0, dtype=np.float64).reshape(1, -1), "train mean")[0]
+    return _unit(targets.mean(axis=0, dtype=np.float64).reshape(1, -1), "train mean")[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,24 +251,29 @@ def compare_to_baselines(predict: Predict, bank: Bank, seqs: Sequences, train_me
 
 def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
                  gate_set: str | None = None, batch_size: int = BATCH) -> dict:
-    """A: c_k = mean cos(ŷ, v[t+k]) for k = -3..3 (k = 0 is the target), over rows where t+k is in
-    the same article; margin = c_0 − max_{k≠0} c_k. A model that copies the past peaks at k < 0."""
+    """A: c_k = mean cos(ŷ, v[t+k]) for k = -3..3 (k = 0 is the target); margin = c_0 − max_{k≠0} c_k.
+    A model that copies the past peaks at k < 0.
+
+    Every c_k averages over the same rows: those whose article has all of v[t-3..t+3] (rows near an
+    article's end lack t+1..t+3). Otherwise c_0 and c_{+3} would describe different populations
+    and the margin would compare them."""
     _check_rows(bank, seqs)
     gate_set = _gate_set(bank, seqs, gate_set)
     pred = predict_all(predict, seqs.contexts, batch_size) if pred is None else pred
-    sums, counts = np.zeros(len(OFFSETS)), np.zeros(len(OFFSETS), dtype=np.int64)
+    sums, used = np.zeros(len(OFFSETS)), 0
     for start in range(0, len(seqs), batch_size):
         chunk = slice(start, start + batch_size)
-        vecs, valid = neighbours(bank, seqs.index[chunk], OFFSETS)  # invalid cells are zero vectors
-        cos = np.einsum("md,mkd->mk", pred[chunk], vecs)
-        sums += np.where(valid, cos, 0.0).sum(axis=0)
-        counts += valid.sum(axis=0)
-    c = {k: (float(sums[i] / counts[i]) if counts[i] else None) for i, k in enumerate(OFFSETS)}
-    others = [v for k, v in c.items() if k != 0 and v is not None]
-    margin = c[0] - max(others) if others else None
-    peak = max((k for k in OFFSETS if c[k] is not None), key=lambda k: c[k])
+        vecs, valid = neighbours(bank, seqs.index[chunk], OFFSETS)
+        common = valid.all(axis=1)
+        sums += np.einsum("md,mkd->mk", pred[chunk][common], vecs[common]).sum(axis=0)
+        used += int(common.sum())
+    if used == 0:
+        raise EvalError("no rows with three concepts after the target in the same article (offset sweep)")
+    c = {k: float(sums[i] / used) for i, k in enumerate(OFFSETS)}
+    margin = c[0] - max(v for k, v in c.items() if k != 0)
+    peak = max(OFFSETS, key=lambda k: c[k])
     gates = {name: _gate({"c0": c[0], "margin": margin}[name], *spec) for name, spec in GATES[gate_set]["A"].items()}
-    return _gated({"c": {str(k): v for k, v in c.items()}, "rows": {str(k): int(n) for k, n in zip(OFFSETS, counts)},
+    return _gated({"c": {str(k): v for k, v in c.items()}, "rows": used, "rows_excluded": len(seqs) - used,
                    "c0": c[0], "margin": margin, "peak_offset": int(peak), "gate_set": gate_set}, gates)
 
 
@@ -480,7 +483,7 @@ def split_rows(bank: Bank, split: str, max_rows: int | None = None, seed: int = 
         if len(seqs) > max_rows:
             keep = np.sort(_rng(seed, f"rows/{split}").choice(len(seqs), size=max_rows, replace=False))
             seqs = Sequences(seqs.contexts[keep], seqs.targets[keep], seqs.article[keep], seqs.position[keep],
-                             seqs.index[keep])
+                             seqs.index[keep], None if seqs.limit is None else seqs.limit[keep])
     return seqs
 
 
@@ -659,22 +662,8 @@ def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_split
 
 
 def to_jsonable(x):
-    """Plain Python types only; non-finite floats become None (strict JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if x is None or isinstance(x, str):
-        return x
-    return str(x)
+    """Plain JSON values; non-finite floats become None (strict JSON has no NaN). See files.to_jsonable."""
+    return files.to_jsonable(x, nonfinite="null", where="evaluation")
 
 
 def _mark(ok) -> str:
@@ -826,11 +815,6 @@ def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *
     return result
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write JSON to a temp file next to `path`, then os.replace: readers never see half a file."""
-    files.write_json(path, obj)
-
-
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -860,7 +844,7 @@ def cli_main(argv: list[str]) -> int:
         print(f"lvm eval: error: {e}", file=sys.stderr)
         return 1
     if args.json:  # written before printing, so a closed stdout cannot lose the result
-        write_json_atomic(args.json, result)
+        files.write_json(args.json, result)
     print(format_table(result))
     if args.json:
         print(f"wrote {args.json}")

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CONTEXT = 5
+from .data.bank import CONTEXT  # the window length, defined once
 MODEL_NAMES = ("linear_average", "copy_last", "global_mean", "amn", "lstm", "gru",
                "transformer", "graphmert", "base_lcm")
 
@@ -105,7 +105,7 @@ class GlobalMean(nn.Module):
         targets = _as_tensor(targets)
         if targets.ndim != 2 or targets.shape[0] == 0:
             raise ModelError(f"global_mean.fit needs (N, {self.out_dim}) training targets, got {tuple(targets.shape)}")
-        self.set_mean(targets.mean(dim=0))
+        self.set_mean(targets.double().mean(dim=0).float())   # float64 sum, as metrics.train_target_mean
 
     def forward(self, x):
         if not bool(self.fitted):

@@ -59,46 +59,11 @@ class ReportFailed(RuntimeError):
 
 
 # --------------------------------------------------------------------------- atomic files
-def _atomic_write_text(path: Path, text: str) -> None:
-    files.write_text(path, text)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    files.write_json(path, obj, sort_keys=True)
-
-
 # --------------------------------------------------------------------------- metrics
 def to_jsonable(obj: Any, _where: str = "metrics") -> Any:
-    """Convert numpy/torch scalars and arrays, tuples and Paths to plain JSON values.
-
-    Non-finite floats become the strings "nan"/"inf"/"-inf" (strict JSON has no NaN, and a
-    collapsed metric should stay visible rather than turn into null).
-    """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else ("nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf"))
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{_where}: key {k!r} is not a string")
-            out[k] = to_jsonable(v, f"{_where}.{k}")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    # numpy / torch scalars and arrays, without importing either here.
-    if hasattr(obj, "tolist") and callable(obj.tolist):
-        if hasattr(obj, "detach"):  # torch tensor (possibly requiring grad)
-            obj = obj.detach().cpu()
-        return to_jsonable(obj.tolist(), _where)
-    if hasattr(obj, "item") and callable(obj.item):
-        return to_jsonable(obj.item(), _where)
-    raise TypeError(f"{_where}: value of type {type(obj).__name__} is not JSON-able")
+    """Plain JSON values; non-finite floats become "nan"/"inf"/"-inf" (a collapsed metric stays
+    visible in metrics.json rather than turning into null). See files.to_jsonable."""
+    return files.to_jsonable(obj, nonfinite="string", where=_where)
 
 
 def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -121,7 +86,7 @@ def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
             except (OSError, ValueError) as exc:
                 raise ReportError(f"{path}: cannot read existing metrics ({exc})") from exc
         merged.update(clean)
-        _write_json(path, merged)
+        files.write_json(path, merged, sort_keys=True)
     return metrics
 
 
@@ -437,7 +402,7 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
     p_hash = params_hash({"params": resolved, "unresolved": unresolved})
     run_dir = _make_run_dir(outputs / nb_path.stem,
                             f"{started:%Y%m%dT%H%M%SZ}-{git['label']}-{p_hash}")
-    _atomic_write_text(run_dir / "params.yaml",
+    files.write_text(run_dir / "params.yaml",
                        yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True) if resolved else "{}\n")
 
     partial = run_dir / ".notebook.partial.ipynb"  # papermill rewrites it after every cell
@@ -457,10 +422,10 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
         os.replace(partial, run_dir / "notebook.ipynb")
     else:  # failed before papermill wrote anything (e.g. kernel would not start)
         executed = nbformat.read(nb_path, as_version=4)
-        _atomic_write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
+        files.write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
     metrics_saved = (run_dir / "metrics.json").exists()
     if not metrics_saved:
-        _write_json(run_dir / "metrics.json", {})
+        files.write_json(run_dir / "metrics.json", {}, sort_keys=True)
 
     info = {
         "notebook": _display_path(nb_path, git["toplevel"]),
@@ -478,8 +443,8 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
         **environment_facts(),
     }
     page = render_html(executed, f"{nb_path.stem} {run_dir.name}", _header_cell(info, resolved, unresolved))
-    _atomic_write_text(run_dir / "report.html", page)
-    _write_json(run_dir / "run.json", info)  # last: its presence marks a finished run
+    files.write_text(run_dir / "report.html", page)
+    files.write_json(run_dir / "run.json", info, sort_keys=True)  # last: its presence marks a finished run
     build_index(outputs)
     if error is not None:
         raise ReportFailed(f"notebook {_display_path(nb_path, git['toplevel'])} failed: {info['error']}; "
@@ -569,7 +534,7 @@ def build_index(outputs_root: str | os.PathLike = "outputs") -> Path:
             f"</head><body><h1>lvm-lab reports</h1><p>Newest first within each notebook.</p>{body}"
             "</body></html>\n")
     out = root / "index.html"
-    _atomic_write_text(out, page)
+    files.write_text(out, page)
     return out
 
 

@@ -97,7 +97,9 @@ def train_config(given: dict | None, where: str = "train") -> dict:
     for key in ("epochs", "batch_size", "plateau_patience", "early_stop_patience", "eval_batch_size"):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "patience" in key else 1):
-            raise ParamsError(f"{where}.{key} must be a positive int, got {v!r}")
+            kind = "an int >= 0 (0: off)" if key == "early_stop_patience" else (
+                "an int >= 0" if "patience" in key else "a positive int")
+            raise ParamsError(f"{where}.{key} must be {kind}, got {v!r}")
     for key in ("lr", "weight_decay", "grad_clip", "plateau_factor"):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
@@ -265,6 +267,10 @@ def save_checkpoint(path, model: LVM, **info) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     probe = _probe(_rebuild(model.config, state, path), PROBE_SEED)   # on CPU, from the saved weights
+    live = _probe(copy.deepcopy(model).cpu().eval(), PROBE_SEED)       # the model as it was trained
+    if not torch.allclose(live, probe, rtol=0, atol=PROBE_ATOL):
+        raise CheckpointError(f"{path}: the model rebuilt from its config and weights does not predict what the "
+                              f"trained model predicts (max |diff| {(live - probe).abs().max().item():.3g})")
     payload = {"format": CHECKPOINT_FORMAT, "model_config": dict(model.config), "state_dict": state,
                "probe": {"seed": PROBE_SEED, "outputs": probe}, "torch_version": str(torch.__version__),
                **_to_cpu(info)}
@@ -287,9 +293,12 @@ def read_checkpoint(path) -> tuple[LVM, dict]:
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     model = _rebuild(payload["model_config"], payload["state_dict"], path)
-    saved = payload["probe"]["outputs"]
+    probe = payload["probe"]
+    if not isinstance(probe, dict) or not {"outputs", "seed"} <= set(probe):
+        raise CheckpointError(f"{path}: checkpoint probe lacks 'outputs' or 'seed'")
+    saved = probe["outputs"]
     try:
-        got = _probe(model, int(payload["probe"]["seed"]))
+        got = _probe(model, int(probe["seed"]))
     except Exception as e:
         raise CheckpointError(f"{path}: the rebuilt model fails on the probe batch ({e})") from None
     if got.shape != saved.shape or not torch.allclose(got, saved, rtol=0, atol=PROBE_ATOL, equal_nan=True):
@@ -341,11 +350,11 @@ class _Tensors:
         self.targets = torch.as_tensor(np.ascontiguousarray(seqs.targets, dtype=np.float32), device=device)
         self.future = self.valid = self.hard = self.hard_valid = None
         if horizon:
-            future, valid = neighbours(bank, seqs.index, range(horizon))
+            future, valid = neighbours(bank, seqs.index, range(horizon), seqs.limit)
             self.future = torch.as_tensor(future, device=device)
             self.valid = torch.as_tensor(valid, device=device)
         if hard_offsets:
-            hard, hard_valid = neighbours(bank, seqs.index, hard_offsets)
+            hard, hard_valid = neighbours(bank, seqs.index, hard_offsets, seqs.limit)
             self.hard = torch.as_tensor(hard, device=device)
             self.hard_valid = torch.as_tensor(hard_valid, device=device)
 
@@ -518,7 +527,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, config: dict | None = None
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             best = {**best, "bad_epochs": best["bad_epochs"] + 1}
-        stopped_early = best["bad_epochs"] >= tcfg["early_stop_patience"]
+        # early_stop_patience 0 switches early stopping off
+        stopped_early = 0 < tcfg["early_stop_patience"] <= best["bad_epochs"]
         history.append({
             "epoch": epoch + 1, "train_loss": loss_sum.item() / seen,
             "train_parts": {k: v.item() / seen for k, v in part_sums.items()},

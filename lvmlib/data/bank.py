@@ -103,6 +103,14 @@ def validate(bank: Bank) -> None:
     for a in bank.articles:
         if a.get("split") not in SPLITS:
             raise BankError(f"article {a.get('id')!r} has split {a.get('split')!r}{where}")
+    present = np.unique(bank.article)
+    if n and not np.array_equal(present, np.arange(len(bank.articles))):
+        raise BankError(f"articles.jsonl lists {len(bank.articles)} articles but concepts use {len(present)} "
+                        f"distinct article indices; every article needs at least one concept{where}")
+    train = {i for i, a in enumerate(bank.articles) if a["split"] == "train"}
+    order = [int(i) for i in np.asarray(bank.train_order)]
+    if len(order) != len(set(order)) or set(order) != train:
+        raise BankError(f"train_order must list each training article exactly once (and nothing else){where}")
 
 
 def fingerprint(vectors: np.ndarray, article: np.ndarray, position: np.ndarray, splits: list[str]) -> str:
@@ -146,6 +154,8 @@ class Sequences:
     article: np.ndarray    # (M,) article index
     position: np.ndarray   # (M,) position of the target in its article
     index: np.ndarray      # (M,) global row of the target in bank.vectors
+    limit: np.ndarray | None = None   # (M,) concepts of the row's article inside this selection
+                                      # (a training budget may cut the last article short)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -195,19 +205,24 @@ def sequences(bank: Bank, split: str, train_concepts: int | None = None, context
         article=bank.article[t].astype(np.int64),
         position=bank.position[t].astype(np.int64),
         index=t,
+        limit=np.repeat(lengths, np.clip(lengths - context, 0, None)).astype(np.int64),
     )
 
 
-def neighbours(bank: Bank, index: np.ndarray, offsets) -> tuple[np.ndarray, np.ndarray]:
+def neighbours(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectors at v[t+k] for each target row t and offset k, only within t's own article.
 
     Returns (vectors (M, K, D), valid (M, K) bool); invalid cells (outside the article) are 0.
+    `limit` (e.g. Sequences.limit) caps each row's article at that many concepts, so a loss on a
+    nested training subset never reads concepts beyond the subset's budget.
     5CAT's offset sweep uses offsets -3..3 (k=0 is the target itself); rollout uses 0..H-1.
     """
     offsets = np.asarray(list(offsets), dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
     pos = bank.position[index][:, None] + offsets[None, :]
     length = bank.article_length[bank.article[index]][:, None]
+    if limit is not None:
+        length = np.minimum(length, np.asarray(limit, dtype=np.int64)[:, None])
     valid = (pos >= 0) & (pos < length)
     rows = np.where(valid, index[:, None] + offsets[None, :], 0)
     out = bank.vectors[rows]

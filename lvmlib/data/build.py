@@ -21,7 +21,8 @@ from .bank import Bank, BankError, assign_splits
 from .chunk import ChunkerConfig, chunk_article
 from .corpus import CorpusReader, default_corpus, sha256_file
 from .encode import DEFAULT_ENCODER, Encoder
-from .store import atomic_write, load_bank, read_jsonl, save_layout, write_json, describe
+from ..files import write_json
+from .store import atomic_write, describe, load_bank, read_jsonl, save_layout
 
 DEFAULT_MAX_ARTICLES = 300  # ~20k concepts: the default bank, built in minutes on 2 cores
 
@@ -106,7 +107,10 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
         raise BankError(f"corpus not found: {corpus} (set --corpus or $LVM_CORPUS)")
     plan = _plan(cfg, sha256_file(corpus))
     if (out / "manifest.json").exists():
-        existing = json.loads((out / "manifest.json").read_text()).get("plan")
+        try:
+            existing = json.loads((out / "manifest.json").read_text()).get("plan")
+        except (json.JSONDecodeError, AttributeError):
+            raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out") from None
         if existing != plan:
             raise BankError(f"{out} already holds a bank built with other settings; "
                             "choose another --out or delete it (use --force)")
@@ -161,7 +165,8 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
                                                       "dim": int(vectors.shape[1]), "resumed_without_encoding": True}
     atomic_write(out / "vectors.npy", lambda f: np.save(f, vectors))
     for name in ("concepts.npz", "texts.jsonl", "articles.jsonl"):
-        (work / name).replace(out / name)
+        # copied, not moved: a build killed before the manifest is written still resumes from .build
+        atomic_write(out / name, lambda f, src=work / name: shutil.copyfileobj(open(src, "rb"), f))
     manifest = {"format": "lvm-bank/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "plan": plan, "corpus": plan["corpus"], "chunker": plan["chunker"], "encoder": encoder_info,
                 "split": plan["split"], "chunk_stats": layout_info["stats"],

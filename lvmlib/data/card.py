@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bank import SPLITS, Bank
+from .bank import Bank
+from .store import describe
 
 
 def _stats(x) -> dict:
@@ -30,12 +31,7 @@ def adjacent_and_random_cosines(bank: Bank, n_pairs: int = 20000, seed: int = 0)
 def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:
     words = np.array([len(t.split()) for t in bank.text])
     adjacent, random = adjacent_and_random_cosines(bank, n_pairs, seed)
-    per_split = {}
-    for s in SPLITS:
-        arts = bank.articles_in(s)
-        lengths = bank.article_length[arts]
-        per_split[s] = {"articles": int(len(arts)), "concepts": int(lengths.sum()),
-                        "sequences": int(np.clip(lengths - 5, 0, None).sum())}
+    per_split = describe(bank)["counts"]["per_split"]
     m = bank.manifest
     return {
         "bank": str(bank.path) if bank.path else m.get("kind", "in memory"),

@@ -8,14 +8,10 @@ import numpy as np
 
 from .. import files
 from ..files import atomic_write
-from .bank import Bank, BankError, fingerprint
+from .bank import CONTEXT, SPLITS, Bank, BankError, fingerprint
 
 FORMAT = "lvm-bank/1"
 FILES = ("manifest.json", "vectors.npy", "concepts.npz", "texts.jsonl", "articles.jsonl")
-
-
-def write_json(path, obj) -> None:
-    files.write_json(path, obj)
 
 
 def write_jsonl(path, rows) -> None:
@@ -48,19 +44,18 @@ def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
     save_layout(folder, bank.article, bank.position, bank.text, bank.articles, bank.train_order)
     atomic_write(folder / "vectors.npy", lambda f: np.save(f, bank.vectors))
     manifest = {**manifest, "format": FORMAT, **describe(bank)}
-    write_json(folder / "manifest.json", manifest)
+    files.write_json(folder / "manifest.json", manifest)
     return manifest
 
 
 def describe(bank: Bank) -> dict:
     """Counts and the content fingerprint, as the manifest records them."""
-    from .bank import SPLITS
     splits = [a["split"] for a in bank.articles]
     per_split = {}
     for s in SPLITS:
         arts = bank.articles_in(s)
         per_split[s] = {"articles": int(len(arts)), "concepts": int(bank.article_length[arts].sum()),
-                        "sequences": int(np.clip(bank.article_length[arts] - 5, 0, None).sum())}
+                        "sequences": int(np.clip(bank.article_length[arts] - CONTEXT, 0, None).sum())}
     return {"shape": list(bank.vectors.shape), "dtype": str(bank.vectors.dtype),
             "counts": {"articles": len(bank.articles), "concepts": len(bank), "per_split": per_split},
             "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, splits)}

@@ -90,3 +90,26 @@ def test_positions_must_follow_articles(bank):
     position[5] = 7
     with pytest.raises(BankError, match="positions"):
         Bank(bank.vectors, bank.article, position, bank.text, bank.articles, bank.train_order)
+
+
+def test_sequences_limit_marks_the_training_budget(bank):
+    s = sequences(bank, "train", train_concepts=56)          # 12-concept articles: 4 whole, the 5th cut to 8
+    assert set(s.limit) == {12, 8} and (s.limit == 8).sum() == 3
+    v, valid = neighbours(bank, s.index, range(0, 8), s.limit)
+    pos = s.position[:, None] + np.arange(8)
+    assert (valid == (pos < s.limit[:, None])).all()          # nothing past the budget is ever read
+    full = sequences(bank, "val")
+    assert (full.limit == 12).all()
+
+
+def test_train_order_must_be_the_training_articles(bank):
+    bad = bank.train_order.copy()
+    bad[0] = bank.articles_in("val")[0]
+    with pytest.raises(BankError, match="train_order"):
+        Bank(bank.vectors, bank.article, bank.position, bank.text, bank.articles, bad)
+
+
+def test_every_listed_article_needs_concepts(bank):
+    articles = bank.articles + [{"id": "ghost", "title": "ghost", "split": "val"}]
+    with pytest.raises(BankError, match="every article"):
+        Bank(bank.vectors, bank.article, bank.position, bank.text, articles, bank.train_order)

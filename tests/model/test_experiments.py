@@ -99,3 +99,10 @@ def test_objective_configs_share_everything_but_the_objective():
     assert runs[3]["options"] == {"hidden": 8, "residual": True} and runs[0]["options"] == {"hidden": 8}
     with pytest.raises(experiments.ConfigError, match="lossy"):
         experiments.objective_configs({"c": {"lossy": {}}}, backbone="lstm", options={}, train=TRAIN)
+
+
+def test_early_stop_patience_zero_means_off(bank):
+    row, _, result = experiments.run_config(bank, {"model": "lstm", "options": SMALL,
+                                                   "train": {"epochs": 3, "early_stop_patience": 0}}, eval_rows=20)
+    assert result.epochs_run == 3 and not result.stopped_early
+    assert row["train_rows_seen"] == 3 * row["train_sequences"]
