@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
 
-.PHONY: all setup bank bank-tiny reports test test-fast bench clean-venv
+.PHONY: all setup bank bank-tiny reports test test-fast bench lab clean-venv
 all: reports
 
 setup: $(VENV)/.installed
@@ -53,6 +53,10 @@ bench: setup
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_eval.py
+
+# JupyterLab with the project's environment; kernels it starts inherit OMP_WAIT_POLICY=PASSIVE
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -46,3 +46,22 @@ def test_ci_runs_the_readme_test_command():
 def test_kernel_sets_passive_omp_wait():
     makefile = (REPO / "Makefile").read_text()
     assert "--env OMP_WAIT_POLICY PASSIVE" in makefile
+
+
+def test_example_train_params_are_valid():
+    from lvmlib.train import params_config
+    params = yaml.safe_load((REPO / "params" / "train" / "example.yaml").read_text())
+    cfg = params_config(params, "params/train/example.yaml")
+    assert cfg["model"]["name"] == "lstm" and cfg["train"]["epochs"] == 3
+
+
+def test_every_notebook_has_quick_and_full_params_that_match_its_parameters():
+    import json
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        source = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+        names = set(re.findall(r"^([A-Za-z_]\w*)\s*=", source, flags=re.M))
+        for profile in ("quick", "full"):
+            path = REPO / "params" / nb.stem / f"{profile}.yaml"
+            keys = set(yaml.safe_load(path.read_text()))
+            assert keys <= names, f"{path}: {sorted(keys - names)} are not parameters of {nb.name}"
