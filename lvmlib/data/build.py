@@ -97,6 +97,11 @@ def _shard_ok(path: Path, rows: int) -> bool:
     return v.dtype == np.float32 and v.ndim == 2 and v.shape[0] == rows
 
 
+def _copy_into(src: Path, dst) -> None:
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, dst)
+
+
 def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
                encoder: Encoder | None = None) -> Bank:
     """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model."""
@@ -166,7 +171,7 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
     atomic_write(out / "vectors.npy", lambda f: np.save(f, vectors))
     for name in ("concepts.npz", "texts.jsonl", "articles.jsonl"):
         # copied, not moved: a build killed before the manifest is written still resumes from .build
-        atomic_write(out / name, lambda f, src=work / name: shutil.copyfileobj(open(src, "rb"), f))
+        atomic_write(out / name, lambda f, src=work / name: _copy_into(src, f))
     manifest = {"format": "lvm-bank/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "plan": plan, "corpus": plan["corpus"], "chunker": plan["chunker"], "encoder": encoder_info,
                 "split": plan["split"], "chunk_stats": layout_info["stats"],
