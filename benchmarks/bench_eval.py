@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lvmlib import metrics  # noqa: E402
+from lvmlib import files, metrics  # noqa: E402
 from lvmlib.data import synthetic_bank  # noqa: E402
 from lvmlib.retrieval import ConceptIndex, brute_force_topk  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
           f"max score diff {float(np.abs(f_scores - n_scores).max()):.2e}")
 
     if args.json:
-        metrics.write_json_atomic(args.json, metrics.to_jsonable({
+        files.write_json(args.json, metrics.to_jsonable({
             "args": vars(args), "machine": {"python": platform.python_version(), "processor": platform.processor(),
                                             "numpy": np.__version__},
             "bank_seconds": t_bank,
