@@ -1,0 +1,27 @@
+"""The benchmark scripts still run (tiny sizes, nothing timed): speed targets live in the scripts."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(script, *args, tmp_path):
+    out = tmp_path / f"{Path(script).stem}.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_bench_eval_runs(tmp_path):
+    result = run("bench_eval.py", "--concepts", "2000", "--sequences", "200", "--dim", "16", "--queries", "20",
+                 tmp_path=tmp_path)
+    assert result["five_cat"]["total_seconds"] > 0
+
+
+def test_bench_models_runs(tmp_path):
+    result = run("bench_models.py", "--dim", "32", "--batch", "16", "--steps", "1", "--models", "amn,lstm",
+                 "--ceiling-seconds", "0.2", tmp_path=tmp_path)
+    assert {r["model"] for r in result["results"]} == {"amn", "lstm"}
