@@ -19,7 +19,6 @@ import functools
 import importlib
 import json
 import math
-import os
 import sys
 import time
 import zlib

@@ -26,7 +26,6 @@ import datetime as _dt
 import hashlib
 import html
 import json
-import math
 import os
 import platform
 import subprocess
