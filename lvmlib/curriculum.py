@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from .errors import InputError
 
 STAGE_KEYS = ("start_epoch", "min_sim_prev", "min_adv_prev", "top_fraction")
 PRESETS = {
@@ -36,7 +37,7 @@ PRESETS = {
 }
 
 
-class CurriculumError(ValueError):
+class CurriculumError(InputError):
     """A `curriculum:` section with an unknown key, a bad value, or an empty stage."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
 from . import metrics
 from .data import Bank, sequences, train_subset
 from .models import build_model, count_parameters
@@ -34,7 +35,7 @@ DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transform
 LOSS_DISPLAY = {"mse": "MSE", "info_nce": "InfoNCE", "cosine": "cosine", "flow": "flow", "info_nce_hard": "InfoNCE-hard"}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass
 
 

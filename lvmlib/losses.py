@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InputError
 from .data.bank import CONTEXT  # the window length, defined once
 FLOW_VAL_SEED = 1234    # the flow loss's noise at validation (fixed: val losses compare across epochs)
 
@@ -55,7 +56,7 @@ LOSS_DEFAULTS = {
 PREDICTION_TERMS = ("mse", "cosine", "info_nce", "info_nce_hard", "guard", "anti_copy", "rollout")
 
 
-class LossConfigError(ValueError):
+class LossConfigError(InputError):
     """A `loss:` section with an unknown key or a bad value."""
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import InputError
 from . import files
 from .data.bank import CONTEXT, SPLITS, Bank, BankError, Sequences, check_split, fingerprint, neighbours, \
     sequences
@@ -52,7 +53,7 @@ OFFSETS = tuple(range(-3, 4))
 HORIZON = 5
 
 
-class EvalError(ValueError):
+class EvalError(InputError):
     """Evaluation input that cannot give a meaningful number (wrong shapes, empty splits, wrong bank)."""
 
 

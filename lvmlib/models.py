@@ -37,12 +37,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InputError
 from .data.bank import CONTEXT  # the window length, defined once
 MODEL_NAMES = ("linear_average", "copy_last", "global_mean", "amn", "lstm", "gru",
                "transformer", "graphmert", "base_lcm")
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model asked for with a bad name, option or input."""
 
 

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from .errors import InputError
 from . import files
 from .curriculum import Curriculum, CurriculumError, curriculum_config
 from .data import BankError, Sequences, neighbours, open_bank, sequences, synthetic_bank
@@ -71,11 +72,11 @@ PARAMS_KEYS = ("seed", "data", "model", "loss", "curriculum", "train", "out")
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """Params (a YAML file or a dict) with an unknown key or a bad value."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read, or is not what it claims to be."""
 
 

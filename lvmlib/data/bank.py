@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
 SPLITS = ("train", "val", "ood")
 CONTEXT = 5  # concepts of context; the target is the 6th
 
 
-class BankError(ValueError):
+class BankError(InputError):
     """A bank (on disk or in memory) that is not what it claims to be."""
 
 

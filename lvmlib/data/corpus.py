@@ -8,12 +8,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from ..errors import InputError
 
 DEFAULT_CORPUS_NAME = "enwiki-2015-25k.jsonl.gz"
 CORPUS_ENV = "LVM_CORPUS"
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """A corpus file or line that is not a valid article."""
 
 
