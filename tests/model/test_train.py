@@ -15,8 +15,20 @@ from lvmlib.curriculum import Curriculum, CurriculumError, curriculum_config, fo
 from lvmlib.data import neighbours, sequences, synthetic_bank
 from lvmlib.losses import Objective, info_nce_hard_loss
 from lvmlib.models import build_model
-from lvmlib.train import (CheckpointError, ParamsError, _Tensors, cli_main, evaluate, fit, load_checkpoint,
-                          save_checkpoint, train)
+from lvmlib.cli import main as lvm
+from lvmlib.config import ConfigError, run_spec
+from lvmlib.training import CheckpointError, fit, load_checkpoint, save_checkpoint
+from lvmlib.training import train as train_spec
+from lvmlib.training.loop import _Tensors, validate
+
+
+def train(params, **kw):
+    return train_spec(run_spec(params), **kw)
+
+
+def spec(**sections):
+    """A run spec for fit(): only its loss/train/curriculum/seed sections matter there."""
+    return run_spec({"model": {"name": "given"}, "data": {"synthetic": {}}, **sections})
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"n_articles": 60, "length": 20, "dim": 32, "noise": 0.05}
@@ -56,14 +68,14 @@ def test_trained_models_beat_baselines_on_rotation_rule(rotation_data):
     bank, tr, va = rotation_data
     baseline = {}
     for name in ("linear_average", "copy_last", "global_mean"):
-        result = fit(build_model(name, dim=32), tr, va, {"train": FAST}, bank=bank, progress=False)
+        result = fit(build_model(name, dim=32), tr, va, spec(train=FAST), bank=bank, progress=False)
         baseline[name] = result.best_val_cosine
     floor = max(baseline.values())
     assert floor < 0.2                                    # a random rotation defeats every baseline
     scores = {}
     for name, options in SMALL.items():
         torch.manual_seed(0)
-        result = fit(build_model(name, dim=32, **options), tr, va, {"train": FAST}, bank=bank, progress=False)
+        result = fit(build_model(name, dim=32, **options), tr, va, spec(train=FAST), bank=bank, progress=False)
         scores[name] = result.best_val_cosine
     beaten = {n: s for n, s in scores.items() if s < floor + 0.3}
     assert not beaten, f"models not clearly above the baselines {baseline}: {scores}"
@@ -87,9 +99,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     model, info = load_checkpoint(best)
     ctx = torch.nn.functional.normalize(torch.randn(3, 5, 8), dim=-1)
     assert torch.allclose(model(ctx), result.model(ctx), atol=1e-6)
-    assert info["epoch"] == result.best_epoch and info["fingerprint"] == info["data"]["fingerprint"]
-    assert info["params"]["model"]["name"] == "lstm" and len(info["history"]) == info["epoch"]
-    load_checkpoint(best, expected_fingerprint=info["fingerprint"])
+    assert info["epoch"] == result.best_epoch and "fingerprint" not in info       # stored once, in data
+    assert info["spec"]["model"]["name"] == "lstm" and len(info["history"]) == info["epoch"]
+    load_checkpoint(best, expected_fingerprint=info["data"]["fingerprint"])
     with pytest.raises(CheckpointError, match="trained on data"):
         load_checkpoint(best, expected_fingerprint="0" * 16)
 
@@ -134,12 +146,12 @@ def test_resume_continues_the_same_run(tmp_path):
         (tmp_path / name).write_text(yaml.safe_dump(params))
         return str(tmp_path / name)
 
-    assert cli_main(["--params", write(straight, "straight.yaml"), "--quiet"]) == 0
+    assert lvm(["train", "--params", write(straight, "straight.yaml"), "--quiet"]) == 0
 
     interrupted = tiny_params(tmp_path / "resumed", train={**straight["train"], "epochs": 2})
-    assert cli_main(["--params", write(interrupted, "first.yaml"), "--quiet"]) == 0
+    assert lvm(["train", "--params", write(interrupted, "first.yaml"), "--quiet"]) == 0
     resumed = tiny_params(tmp_path / "resumed")
-    assert cli_main(["--params", write(resumed, "second.yaml"), "--resume", "--quiet"]) == 0
+    assert lvm(["train", "--params", write(resumed, "second.yaml"), "--resume", "--quiet"]) == 0
 
     a = json.loads((tmp_path / "straight/run/history.json").read_text())
     b = json.loads((tmp_path / "resumed/run/history.json").read_text())
@@ -151,25 +163,25 @@ def test_resume_continues_the_same_run(tmp_path):
         assert torch.equal(x, y)
 
     changed = tiny_params(tmp_path / "resumed", train={**straight["train"], "lr": 1e-3})
-    with pytest.raises(CheckpointError, match="'train.lr'"):
+    with pytest.raises(CheckpointError, match="'train'"):
         train(changed, resume=True, progress=False)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         train(tiny_params(tmp_path / "never"), resume=True, progress=False)
 
 
 def test_unknown_params_keys_are_refused(tmp_path, capsys):
-    for bad, key in [({"epochs": 3}, "params.epochs"),
+    for bad, key in [({"epochs": 3}, "params.epochs"), ({"train": {"epochs": "3"}}, "params.train.epochs"),
                      ({"train": {"epochs": 3, "lr_decay": 0.1}}, "train.lr_decay"),
                      ({"loss": {"mse": 1.0, "lambda_dir": 0.002}}, "loss.lambda_dir"),
                      ({"curriculum": {"stages": [{"start_epoch": 0, "min_delta": 0.6}]}}, "min_delta"),
                      ({"data": {"synthetic": {"n_articles": 10, "lenght": 9}}}, "data.synthetic.lenght")]:
-        with pytest.raises(ParamsError, match=key):
+        with pytest.raises(ConfigError, match=key):
             train(tiny_params(**bad), progress=False)
-    with pytest.raises(ParamsError, match="hiden"):
+    with pytest.raises(ConfigError, match="hiden"):
         train(tiny_params(model={"name": "lstm", "options": {"hiden": 4}}), progress=False)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(tiny_params(pos_scale=0.03)))         # the original's P5 mistake
-    assert cli_main(["--params", str(path), "--quiet"]) == 2
+    assert lvm(["train", "--params", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "params.pos_scale" in err
 
@@ -181,14 +193,14 @@ def test_rollout_and_guards_train_with_a_bank(rotation_data):
             "rollout": {"weight": 0.05, "horizon": 3, "start_epoch": 1}, "context_drop": 0.05}
     torch.manual_seed(0)
     model = build_model("lstm", dim=32, hidden=32, residual=True)
-    result = fit(model, tr, va, {"loss": loss, "train": {**FAST, "epochs": 2}}, bank=bank, progress=False)
+    result = fit(model, tr, va, spec(loss=loss, train={**FAST, "epochs": 2}), bank=bank, progress=False)
     first, second = result.history
     assert set(first["train_parts"]) == {"mse"}                        # warm-up epoch
     assert set(second["train_parts"]) == {"mse", "guard", "anti_copy", "rollout"}
     assert set(first["val_parts"]) == {"mse", "guard", "anti_copy", "rollout"}
     assert all(np.isfinite(h["val_loss"]) for h in result.history)
-    with pytest.raises(ParamsError, match="bank"):
-        fit(model, tr, va, {"loss": loss, "train": FAST}, progress=False)
+    with pytest.raises(ConfigError, match="bank"):
+        fit(model, tr, va, spec(loss=loss, train=FAST), progress=False)
 
 
 def test_info_nce_hard_trains_with_the_articles_neighbours(rotation_data):
@@ -197,22 +209,22 @@ def test_info_nce_hard_trains_with_the_articles_neighbours(rotation_data):
     loss = {"mse": 1.0, "info_nce_hard": {"weight": 0.1, "tau": 0.07, "article_offsets": offsets}}
     torch.manual_seed(0)
     model = build_model("lstm", dim=32, hidden=32)
-    result = fit(model, tr, va, {"loss": loss, "train": {**FAST, "epochs": 2}}, bank=bank, progress=False)
+    result = fit(model, tr, va, spec(loss=loss, train={**FAST, "epochs": 2}), bank=bank, progress=False)
     assert all(set(h["train_parts"]) == set(h["val_parts"]) == {"mse", "info_nce_hard"} for h in result.history)
     # fit hands the loss each row's own v[t+k] (masked outside its article): recompute on the val split
     objective = Objective(result.model, loss)
-    got = evaluate(objective, _Tensors(va, "cpu", bank, None, offsets), batch_size=len(va))["parts"]["info_nce_hard"]
+    got = validate(objective, _Tensors(va, "cpu", bank, None, offsets), batch_size=len(va))["parts"]["info_nce_hard"]
     hard, valid = map(torch.as_tensor, neighbours(bank, va.index, offsets))
     assert not valid.all() and valid.any()
     ctx, tgt = torch.as_tensor(va.contexts), torch.as_tensor(va.targets)
     with torch.no_grad():
         expected = info_nce_hard_loss(result.model(ctx), tgt, 0.07, contexts=ctx, negatives=hard, negatives_valid=valid)
     assert got == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ParamsError, match="article_offsets needs the bank"):
-        fit(model, tr, va, {"loss": loss, "train": FAST}, progress=False)
+    with pytest.raises(ConfigError, match="article_offsets needs the bank"):
+        fit(model, tr, va, spec(loss=loss, train=FAST), progress=False)
     # without article offsets the term needs no bank (in-batch and context negatives only)
-    fit(build_model("lstm", dim=32, hidden=8), tr, va, {"loss": {"info_nce_hard": {"weight": 0.1}},
-                                                          "train": {**FAST, "epochs": 1}}, progress=False)
+    fit(build_model("lstm", dim=32, hidden=8), tr, va, spec(loss={"info_nce_hard": {"weight": 0.1}},
+                                                           train={**FAST, "epochs": 1}), progress=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -272,7 +284,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     path.write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "lvmlib.train", "--params", str(path), "--quiet"],
+                           "-m", "lvmlib.cli", "train", "--params", str(path), "--quiet"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp/run/history.json").read_text())

@@ -1,0 +1,227 @@
+"""The one run specification, and the one YAML reader in lvmlib.
+
+A run spec says everything one training run needs, validated once, here:
+
+    label: "LSTM · MSE"                 # optional; a name for tables and checkpoint folders
+    seed: 0
+    data:  {bank: data/bank-default, train_concepts: null}   # or {synthetic: {n_articles: 60, ...}}
+    model: {name: lstm, options: {hidden: 256}}              # lvmlib.models.build_model(name, dim, **options)
+    loss:  {mse: 1.0}                                        # lvmlib.losses.LOSS_DEFAULTS
+    curriculum: null                                         # lvmlib.curriculum (P5), e.g. {preset: p5}
+    train: {epochs: 20, batch_size: 64, lr: 5.0e-4, ...}     # TrainSpec below
+    eval:  {rows: null, seed: 0}                             # VAL/OOD rows scored (null: all)
+    out: null                                                # `lvm train` only: where checkpoints go
+
+`lvm train --params FILE` reads one; a notebook's params give a `base` spec plus `axes`
+(named variations, crossed) and `seeds`, which `expand` turns into a list of run specs.
+Every error names the file and the key path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import InputError
+
+
+class ConfigError(InputError):
+    """A params file or mapping with an unknown key, a missing key, or a value of the wrong type."""
+
+
+def read_yaml(path, *, what: str = "params") -> Any:
+    """The one YAML reader: safe_load, errors naming the file. An empty file reads as {}."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    return {} if value is None else value
+
+
+def dump_yaml(value) -> str:
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    bank: str | None = "data/bank-default"   # relative paths resolve from the repository root
+    train_concepts: int | None = None        # a nested training subset of this many concepts (None: all)
+    synthetic: dict | None = None            # lvmlib.data.synthetic_bank options instead of a bank
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 5.0e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    schedule: str = "plateau"       # plateau: ReduceLROnPlateau on val loss; cosine: warm-up + cosine decay
+    warmup_steps: int = 0           # linear LR warm-up (cosine schedule)
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    early_stop_patience: int = 6    # epochs without a better val loss before stopping (0: off)
+    min_lr: float = 0.0             # plateau: stop (converged) once the LR has decayed below this (0: off)
+    eval_batch_size: int = 1024
+    device: str = "auto"            # auto, cpu, cuda, cuda:N, mps
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    rows: int | None = None   # VAL/OOD rows scored, a seeded sample (None: all)
+    seed: int = 0             # the sample's and the bootstraps' seed
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    loss: dict = field(default_factory=lambda: {"mse": 1.0})
+    curriculum: dict | None = None
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    seed: int = 0
+    label: str | None = None
+    out: str | None = None
+    tags: dict = field(default_factory=dict)   # axis values from `expand` (table columns), e.g. {"loss": "MSE"}
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_KIND_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
+_POSITIVE = {"epochs", "batch_size", "eval_batch_size"}
+_NON_NEGATIVE = {"lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience", "early_stop_patience",
+                 "min_lr", "train_concepts", "rows"}
+
+
+def _typed(value, kind, where: str):
+    """Check `value` against a type annotation (int, float, str, bool, dict, X | None, a spec class)."""
+    if dataclasses.is_dataclass(kind):
+        return _section(kind, value, where)
+    args = typing.get_args(kind)
+    if args and type(None) in args:
+        return None if value is None else _typed(value, next(a for a in args if a is not type(None)), where)
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool),
+          dict: lambda v: isinstance(v, dict)}[kind](value)
+    if not ok:
+        raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, got {value!r}")
+    name = where.rsplit(".", 1)[-1]
+    if (name in _POSITIVE and value < 1) or (name in _NON_NEGATIVE and value < 0):
+        raise ConfigError(f"{where} must be {'>= 1' if name in _POSITIVE else '>= 0'}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def _section(cls, given, where: str):
+    """A spec dataclass from a mapping: unknown keys and wrong types are errors naming the key path."""
+    if isinstance(given, cls):
+        return given
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {given!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}; expected one of {sorted(fields)}")
+    missing = [n for n, f in fields.items() if n not in given and f.default is f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing key {where}.{missing[0]}")
+    return cls(**{k: _typed(v, hints[k], f"{where}.{k}") for k, v in given.items()})
+
+
+def run_spec(given, source: str = "params") -> RunSpec:
+    """A validated RunSpec from a mapping (or a RunSpec); errors start with `source` (the file)."""
+    from .curriculum import curriculum_config
+    from .losses import loss_config
+    data = given.get("data") if isinstance(given, Mapping) else None
+    if isinstance(data, Mapping) and data.get("synthetic") is not None and "bank" not in data:
+        given = {**given, "data": {**data, "bank": None}}      # synthetic data replaces the default bank
+    try:
+        spec = _section(RunSpec, given, "params")
+        _check(spec, curriculum_config, loss_config)
+    except InputError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return spec
+
+
+def _check(spec: RunSpec, curriculum_config, loss_config) -> None:
+    """What a type does not say: one data source, a known schedule, and the loss/curriculum
+    schemas (owned by their modules)."""
+    data = spec.data
+    if (data.bank is None) == (data.synthetic is None):
+        raise ConfigError("params.data needs exactly one of 'bank' (a path) or 'synthetic' (options)")
+    if data.synthetic is not None:
+        if data.train_concepts is not None:
+            raise ConfigError("params.data.train_concepts applies to a bank, not to synthetic data")
+        from .data import synthetic_bank
+        known = inspect.signature(synthetic_bank).parameters
+        unknown = sorted(set(data.synthetic) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown key params.data.synthetic.{unknown[0]}; expected some of {sorted(known)}")
+    if spec.train.schedule not in ("plateau", "cosine"):
+        raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {spec.train.schedule!r}")
+    if not 0 < spec.train.plateau_factor < 1:
+        raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {spec.train.plateau_factor}")
+    loss_config(spec.loss, where="params.loss")
+    curriculum_config(spec.curriculum, where="params.curriculum")
+
+
+def read_run_spec(path) -> RunSpec:
+    """`lvm train --params FILE`: one run spec from a YAML file."""
+    return run_spec(read_yaml(path), source=str(path))
+
+
+def merge(base: Mapping, override: Mapping) -> dict:
+    """`override` on top of `base`: mappings merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def expand(base: Mapping, axes: Mapping[str, Mapping[str, Mapping]] | None = None, seeds=None,
+           source: str = "params") -> list[RunSpec]:
+    """Run specs for every combination of the axes' named variations, once per seed.
+
+    axes: {axis name: {variation label: partial run spec merged onto base}}, e.g.
+    {"model": {"LSTM": {"model": {"name": "lstm"}}}, "loss": {"MSE": {"loss": {"mse": 1}}}}.
+    Each spec's label joins its variation labels (" · "); its tags hold {axis: label, "seed": s}."""
+    axes = dict(axes or {})
+    seeds = list(seeds) if seeds is not None else [base.get("seed", 0)]
+    for axis, variations in axes.items():
+        if not isinstance(variations, Mapping) or not variations:
+            raise ConfigError(f"{source}: axes.{axis} must be a non-empty mapping of label: partial run spec")
+    specs = []
+    for combo in itertools.product(*(variations.items() for variations in axes.values())):
+        spec = dict(base)
+        for label, override in combo:
+            spec = merge(spec, override or {})
+        labels = [label for label, _ in combo]
+        for seed in seeds:
+            label = " · ".join(labels + ([f"seed {seed}"] if len(seeds) > 1 else [])) or base.get("label")
+            tags = {**dict(zip(axes, labels)), "seed": seed}
+            specs.append(run_spec({**spec, "seed": seed, "label": label, "tags": tags}, source))
+    return specs

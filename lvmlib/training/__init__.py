@@ -1,0 +1,70 @@
+"""Training: a run spec in, a verified checkpoint out.
+
+    train(spec)            load the data the spec names, build its model, fit, write out/
+    fit(model, train, val, spec, bank=..., out_dir=...)   the loop on in-memory sequences
+    load_checkpoint(path)  a verified model + the run's record
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .. import files
+from ..config import ConfigError, RunSpec, dump_yaml
+from ..data import open_bank, sequences
+from ..models import ModelError, build_model, count_parameters
+from .checkpoint import CheckpointError, fingerprint_of, load_checkpoint, read_checkpoint, save_checkpoint
+from .loop import CONVERGED, FitResult, dist_info, fit, pick_device, seed_everything, validate
+
+
+def _init_distributed(device_name: str) -> bool:
+    """Join the process group torchrun set up (nccl on CUDA, gloo otherwise). True if we did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def load_data(spec: RunSpec):
+    """(bank, train sequences, val sequences) for a spec's data section."""
+    data = spec.data
+    bank = open_bank({"synthetic": data.synthetic} if data.synthetic is not None else {"bank": data.bank})
+    return bank, sequences(bank, "train", data.train_concepts), sequences(bank, "val")
+
+
+def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
+    """Run the training a spec describes; checkpoints and history go to spec.out (if set)."""
+    started_dist = _init_distributed(spec.train.device)
+    try:
+        rank, _ = dist_info()
+        seed_everything(spec.seed)
+        bank, train_seqs, val_seqs = load_data(spec)
+        try:
+            model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
+        except ModelError as e:
+            raise ConfigError(f"model: {e}") from None
+        out = Path(spec.out) if spec.out else None
+        if out is not None and rank == 0:
+            files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
+        if progress and rank == 0:
+            print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
+                  f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
+        result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress, resume=resume)
+        if out is not None and rank == 0:
+            files.write_json(out / "history.json", files.to_jsonable(result.history))
+        return result
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
+
+
+__all__ = ["CONVERGED", "CheckpointError", "FitResult", "dist_info", "fingerprint_of", "fit", "load_checkpoint",
+           "load_data", "pick_device", "read_checkpoint", "save_checkpoint", "seed_everything", "train", "validate"]
