@@ -1,12 +1,53 @@
-"""Writing files so that nothing is ever half-written: a temp file beside the target, then a rename."""
+"""Writing files so that nothing is ever half-written (a temp file beside the target, then a rename),
+and one lock per output folder so that two processes never write into the same one."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from .errors import InputError
+
+LOCK_NAME = ".lock"
+
+
+class FolderInUse(InputError):
+    """Another process holds the folder's lock (a build or run writing into it)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, purpose: str):
+    """Hold `folder/.lock` exclusively (flock) for the block, or raise FolderInUse at once.
+
+    The kernel drops the lock when its holder exits, however it dies, so a lock left by a killed
+    process is simply taken over. The file is kept (unlinking it would race with a waiter that
+    opened it); while held it says who holds it: pid, command, purpose, start time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(f.read())
+            except ValueError:      # the holder has not written it yet
+                holder = {}
+            raise FolderInUse(f"{folder} is in use by pid {holder.get('pid', '?')} "
+                              f"({' '.join(holder.get('command') or ['?'])}; {holder.get('purpose', '?')} since "
+                              f"{holder.get('started', '?')}): wait for it to finish or stop it") from None
+        f.truncate(0)
+        f.write(json.dumps({"pid": os.getpid(), "command": sys.argv, "purpose": purpose,
+                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+        f.flush()
+        yield folder          # closing the file releases the lock
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

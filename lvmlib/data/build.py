@@ -21,7 +21,7 @@ from .bank import Bank, BankError, assign_splits
 from .chunk import ChunkerConfig, chunk_article
 from .corpus import CorpusReader, default_corpus, sha256_file
 from .encode import DEFAULT_ENCODER, Encoder
-from ..files import write_json
+from ..files import folder_lock, write_json
 from .store import atomic_write, describe, load_bank, read_jsonl, save_layout
 
 DEFAULT_MAX_ARTICLES = 300  # ~20k concepts: the default bank, built in minutes on 2 cores
@@ -78,7 +78,8 @@ def chunk_corpus(cfg: BuildConfig) -> dict:
     for a, s in zip(articles, split):
         a["split"] = s
     stats = {"bad_lines": len(reader.bad_lines), "bad_line_numbers": reader.bad_lines[:100],
-             "articles_without_concepts": empty_articles, "dropped_short_words": dropped_words}
+             "articles_without_concepts": empty_articles, "dropped_short_words": dropped_words,
+             "corpus_truncated": reader.truncated, "articles_read": reader.articles_read}
     return {"texts": texts, "article": article, "position": position, "articles": articles,
             "train_order": train_order, "stats": stats}
 
@@ -104,12 +105,19 @@ def _copy_into(src: Path, dst) -> None:
 
 def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
                encoder: Encoder | None = None) -> Bank:
-    """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model."""
+    """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model.
+
+    The whole build holds `out/.lock`: a second build into the same folder fails at once (FolderInUse)."""
     cfg = cfg or BuildConfig()
     out = Path(out)
     corpus = cfg.corpus_path()
     if not corpus.is_file():
         raise BankError(f"corpus not found: {corpus} (set --corpus or $LVM_CORPUS)")
+    with folder_lock(out, "lvm data build"):
+        return _build(out, cfg, corpus, progress, encoder)
+
+
+def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: Encoder | None) -> Bank:
     plan = _plan(cfg, sha256_file(corpus))
     if (out / "manifest.json").exists():
         try:
@@ -146,10 +154,12 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
     todo = [i for i in range(n_shards) if i not in done]
     encode_seconds = 0.0
     with tqdm(total=n, initial=sum(rows[i] for i in done), desc="encoding",
-              unit=" concepts", disable=not progress, mininterval=2) as bar:
+              unit=" concepts", disable=not progress, mininterval=2, smoothing=0) as bar:
         for i in todo:
             if encoder is None:
                 encoder = Encoder(cfg.encoder, device=cfg.device, batch_size=cfg.encode_batch_size)
+            if i == todo[0]:
+                bar.unpause()   # the rate is this run's concepts / time since encoding began (not model loading)
             chunk = texts[i * cfg.shard_size:(i + 1) * cfg.shard_size]
             t0 = time.time()
             v = encoder.encode(chunk)
@@ -172,8 +182,11 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
     for name in ("concepts.npz", "texts.jsonl", "articles.jsonl"):
         # copied, not moved: a build killed before the manifest is written still resumes from .build
         atomic_write(out / name, lambda f, src=work / name: _copy_into(src, f))
+    stats = layout_info["stats"]
+    corpus_info = {**plan["corpus"], "truncated": stats.get("corpus_truncated", False),
+                   "articles_read": stats.get("articles_read")}
     manifest = {"format": "lvm-bank/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "plan": plan, "corpus": plan["corpus"], "chunker": plan["chunker"], "encoder": encoder_info,
+                "plan": plan, "corpus": corpus_info, "chunker": plan["chunker"], "encoder": encoder_info,
                 "split": plan["split"], "chunk_stats": layout_info["stats"],
                 "timing": {"this_run_seconds": round(time.time() - started, 1),
                            "encode_seconds_this_run": round(encode_seconds, 1)},

@@ -33,10 +33,12 @@ def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:
     adjacent, random = adjacent_and_random_cosines(bank, n_pairs, seed)
     per_split = describe(bank)["counts"]["per_split"]
     m = bank.manifest
+    corpus = m.get("corpus") or {}
     return {
         "bank": str(bank.path) if bank.path else m.get("kind", "in memory"),
         "fingerprint": m.get("fingerprint"),
-        "corpus": (m.get("corpus") or {}).get("path"),
+        "corpus": corpus.get("path"),
+        "corpus_truncated": f"{corpus.get('articles_read')} articles read" if corpus.get("truncated") else None,
         "encoder": (m.get("encoder") or {}).get("name"),
         "dim": bank.dim,
         "articles": len(bank.articles),
@@ -50,8 +52,9 @@ def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:
 
 
 def format_card(card: dict) -> str:
+    truncated = f"  (corpus truncated: {card['corpus_truncated']})" if card.get("corpus_truncated") else ""
     lines = [f"bank {card['bank']}  (fingerprint {card['fingerprint']})",
-             f"corpus {card['corpus']}", f"encoder {card['encoder']}  dim {card['dim']}",
+             f"corpus {card['corpus']}{truncated}", f"encoder {card['encoder']}  dim {card['dim']}",
              f"{card['articles']} articles, {card['concepts']} concepts", "",
              f"{'split':<6}{'articles':>10}{'concepts':>10}{'sequences':>11}"]
     for s, row in card["per_split"].items():

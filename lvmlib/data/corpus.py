@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +63,10 @@ def _parse(line: str, path: Path, lineno: int) -> Article:
 
 
 class CorpusReader:
-    """Iterates articles; counts (or refuses) malformed lines, never drops them silently."""
+    """Iterates articles; counts (or refuses) malformed lines, never drops them silently.
+
+    A truncated or corrupt file (a partial download) is a CorpusError; with skip_bad, reading stops at
+    the fault and `truncated` is set (`articles_read` says how many came before it)."""
 
     def __init__(self, path: str | Path, max_articles: int | None = None, skip_bad: bool = False):
         self.path = Path(path)
@@ -71,25 +75,36 @@ class CorpusReader:
         self.max_articles = max_articles
         self.skip_bad = skip_bad
         self.bad_lines: list[int] = []
+        self.truncated, self.articles_read = False, 0
 
     def __iter__(self) -> Iterator[Article]:
-        self.bad_lines = []
-        n = 0
+        self.bad_lines, self.truncated, self.articles_read = [], False, 0
+        lineno = 0
         with _open(self.path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if self.max_articles is not None and n >= self.max_articles:
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    article = _parse(line, self.path, lineno)
-                except CorpusError:
-                    if not self.skip_bad:
-                        raise
-                    self.bad_lines.append(lineno)
-                    continue
-                n += 1
-                yield article
+            try:
+                for lineno, line in enumerate(f, start=1):
+                    if self.max_articles is not None and self.articles_read >= self.max_articles:
+                        return
+                    if not line.strip():
+                        continue
+                    try:
+                        article = _parse(line, self.path, lineno)
+                    except CorpusError:
+                        if not self.skip_bad:
+                            raise
+                        self.bad_lines.append(lineno)
+                        continue
+                    self.articles_read += 1
+                    yield article
+                    if self.articles_read == self.max_articles:
+                        return          # before reading on: a fault past the articles asked for is no matter
+            except (EOFError, OSError, zlib.error, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
+                if not self.skip_bad:
+                    where = f"after line {lineno}" if lineno else "at the start"
+                    raise CorpusError(f"{self.path}: truncated or corrupt {where} ({type(e).__name__}: {e}); "
+                                      f"{self.articles_read} article(s) were read before the fault. Download it "
+                                      "again, or pass --skip-bad to use those articles") from None
+                self.truncated = True
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,13 +1,21 @@
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from lvmlib.data import BankError, BuildConfig, build_bank, load_bank, sequences
+from lvmlib.cli import _remove_bank
+from lvmlib.data import BankError, BuildConfig, build_bank, dataset_card, format_card, load_bank, sequences
+from lvmlib.data import build as build_module
+from lvmlib.data.encode import DEFAULT_ENCODER
 from lvmlib.data.store import atomic_write
+from lvmlib.files import FolderInUse, folder_lock
+from tests.conftest import tiny_articles, write_corpus
 
 SHARD = 16
 
@@ -100,6 +108,63 @@ def test_missing_file_is_refused(built):
     (built.path / "texts.jsonl").unlink()
     with pytest.raises(BankError, match="missing texts.jsonl"):
         load_bank(built.path)
+
+
+def test_build_into_a_locked_folder_fails_at_once(tmp_path, tiny_corpus):
+    out = tmp_path / "bank"
+    with folder_lock(out, "another build"):
+        with pytest.raises(FolderInUse, match=rf"{out} is in use by pid {os.getpid()} .*stop it"):
+            build_bank(out, cfg_for(tiny_corpus), progress=False)
+    assert not (out / ".build").exists()
+
+
+def test_lock_file_does_not_break_load_or_force_removal(built):
+    assert (built.path / ".lock").exists()      # kept after the build
+    assert len(load_bank(built.path)) == len(built)
+    _remove_bank(str(built.path))
+    assert not built.path.exists()
+
+
+def test_truncated_corpus_with_skip_bad_is_recorded(tmp_path, encoder):
+    corpus = write_corpus(tmp_path / "c.jsonl.gz", tiny_articles(20), gz=True)
+    raw = corpus.read_bytes()
+    corpus.write_bytes(raw[:len(raw) * 6 // 10])
+    bank = build_bank(tmp_path / "bank", cfg_for(corpus, skip_bad=True), progress=False, encoder=encoder)
+    read = bank.manifest["corpus"]["articles_read"]
+    assert bank.manifest["corpus"]["truncated"] is True and 0 < read < 20 and len(bank.articles) == read
+    card = dataset_card(bank)
+    assert card["corpus_truncated"] == f"{read} articles read"
+    assert f"corpus truncated: {read} articles read" in format_card(card)
+
+
+class FakeEncoder:
+    """Instant random unit vectors; `load` seconds to construct, `fail_on` makes that call raise."""
+    def __init__(self, name=DEFAULT_ENCODER, device=None, batch_size=32, load=0.0, fail_on=None, **_):
+        time.sleep(load)
+        self.name, self.batch_size, self.fail_on, self.calls = name, batch_size, fail_on, 0
+
+    def encode(self, texts):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("killed")
+        v = np.random.default_rng(sum(map(len, texts))).standard_normal((len(texts), 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def settings(self):
+        return {"name": self.name, "batch_size": self.batch_size, "dim": 8}
+
+
+def test_resumed_build_shows_this_runs_rate(tmp_path, tiny_corpus, monkeypatch, capsys):
+    out = tmp_path / "bank"
+    with pytest.raises(RuntimeError, match="killed"):
+        build_bank(out, cfg_for(tiny_corpus), progress=False, encoder=FakeEncoder(fail_on=3))
+    load = 2.0
+    monkeypatch.setattr(build_module, "Encoder", lambda *a, **kw: FakeEncoder(*a, load=load, **kw))
+    bank = build_bank(out, cfg_for(tiny_corpus), progress=True)
+    this_run = len(bank) - 2 * SHARD
+    rate = float(re.findall(r"([\d.]+) concepts/s", capsys.readouterr().err)[-1])
+    # counted from when encoding began: neither the resumed shards nor the model load are in it
+    assert rate > 3 * this_run / load
 
 
 @pytest.mark.corpus
