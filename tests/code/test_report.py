@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -12,6 +15,7 @@ import pytest
 import yaml
 
 from lvmlib import report
+from lvmlib.errors import InputError
 
 RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}Z-(nogit|[0-9a-f]{4,40}(-dirty)?)-[0-9a-f]{8}(-\d+)?$")
 CODE_MARKER = "SECRET_CODE_MARKER_7f3a"  # appears only in code, never in output
@@ -33,7 +37,9 @@ OK_BODY = [
     "import os\nimport numpy as np\nfrom lvmlib.report import save_metrics\n"
     f"{CODE_MARKER} = 1\n"
     "save_metrics({'headline': {'val_cos': np.float32(0.625)}, 'curve': np.arange(3),\n"
-    "              'omp': os.environ.get('OMP_WAIT_POLICY'), 'cwd': os.getcwd()})\n"
+    "              'omp': os.environ.get('OMP_WAIT_POLICY'), 'cwd': os.getcwd(),\n"
+    "              'banner': {'scale': 'tiny · ' + str(n_steps) + ' steps'},\n"
+    "              'tldr': ['first-finding-' + label, 'second-finding']})\n"
     "print('output-marker-' + label, scale)",
 ]
 FAIL_BODY = ["raise ValueError('boom-42')", "print('never-printed')"]
@@ -68,7 +74,7 @@ def test_ok_run_folder(runs):
     assert metrics["headline"] == {"val_cos": 0.625}
     assert metrics["curve"] == [0, 1, 2]
     assert metrics["omp"] == "PASSIVE"  # the kernel's environment
-    assert Path(metrics["cwd"]) == runs["nb_dir"].resolve()  # papermill cwd = notebook folder
+    assert metrics["cwd"] == report.portable(str(runs["nb_dir"].resolve()))  # papermill cwd = notebook folder
 
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "ok" and info["error"] is None
@@ -87,6 +93,9 @@ def test_ok_report_html(runs):
     assert CODE_MARKER not in page  # no code inputs
     assert "output-marker-hello 8" in page  # outputs present, parameters applied
     assert "This run FAILED" not in page
+    # the top of the page: the notebook's banner plus the runner's facts, then every TL;DR finding
+    assert "<b>Scale</b>: scale: tiny · 37 steps · profile: p · commit: " in page
+    assert page.index("TL;DR") < page.index("first-finding-hello") < page.index("second-finding")
     # the stored notebook holds every tqdm update; the report shows only the final bar
     executed = nbformat.read(d / "notebook.ipynb", as_version=4)
     raw = "".join(o.get("text", "") for o in executed.cells[2].outputs)  # after injected params
@@ -113,30 +122,93 @@ def test_index_lists_runs(runs):
     ok, bad = runs["ok"], runs["failed"].run_dir
     assert f'href="tiny/{ok.name}/report.html"' in page and f'href="tiny/{ok.name}/params.yaml"' in page
     assert f'href="broken/{bad.name}/report.html"' in page
-    assert "val_cos=0.625" in page and ">failed<" in page and ">ok<" in page
-    assert page.index("<h2>broken</h2>") < page.index("<h2>tiny</h2>")
+    assert page.count("<tr") == 3 and ">failed<" in page and ">ok<" in page  # one table: header + 2 runs
+    assert page.index("<td>broken</td>") < page.index("<td>tiny</td>")
+    assert "tiny · 37 steps" in page and "first-finding-hello" in page and "second-finding" not in page
+    assert "<td>p</td>" in page  # profile: the params file's stem
+    assert "val_cos" not in page  # no key=value headline dumps
+
+
+def test_outputs_hold_no_machine_paths(runs):
+    """Paths into the repository (or beside it, ../shared) are written repo-relative."""
+    root = report.runner.REPO_ROOT
+    assert report.portable(f"{root}/data/bank-tiny") == "data/bank-tiny" and report.portable(str(root)) == "."
+    assert report.portable(f"bank {root.parent}/shared/c.gz, x") == "bank ../shared/c.gz, x"
+    assert report.portable(f"/elsewhere{root}/x") == f"/elsewhere{root}/x"  # only whole paths
+    assert report.portable({"a": [f"{root}/n.ipynb", 1]}) == {"a": ["n.ipynb", 1]}
+    for path in [runs["outputs"] / "index.html"] + [d / f for d in (runs["ok"], runs["failed"].run_dir)
+                                                  for f in ("run.json", "params.yaml", "metrics.json")]:
+        assert str(root) not in path.read_text(), path
+
+
+def test_no_tcp_encryption_warning(tmp_path, capfd):
+    """The kernel talks over Unix sockets, so ipykernel never warns "Kernel is running over TCP without
+    encryption" (it did on every lvm report while papermill's kernel used TCP on localhost)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('one-cell-' + 'marker')")]
+    nbformat.write(nb, tmp_path / "one.ipynb")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_dir = report.run_report(tmp_path / "one.ipynb", outputs_root=tmp_path / "out",
+                                    execution_timeout=60, start_timeout=60)
+    out, err = capfd.readouterr()
+    assert "one-cell-marker" in (run_dir / "report.html").read_text()
+    assert "without encryption" not in out + err + "".join(str(w.message) for w in caught)
 
 
 # --------------------------------------------------------------------------- no kernel needed
 def test_index_newest_first_and_broken_runs(tmp_path):
-    for run_id, started, metrics in (("20250101T000000Z-nogit-00000001", "2025-01-01T00:00:00+00:00",
-                                      {"cos": 0.5, "curve": [1, 2], "name": "a"}),
-                                     ("20250102T000000Z-nogit-00000002", "2025-01-02T00:00:00+00:00",
-                                      {"headline": {"r1": 0.25}, "cos": 0.9})):
+    for run_id, info, metrics in (
+            ("20250101T000000Z-nogit-00000001", {"params_file": None, "duration_s": 750.0},
+             {"cos": 0.5, "curve": [1, 2], "name": "a", "headline": {"r1": 0.25}}),
+            ("20250102T000000Z-nogit-00000002", {"params_file": "params/nb/quick.yaml"},
+             {"banner": {"models": 3, "epochs": 2.5, "ok": True}, "tldr": ["cos-up", "cos-down"]})):
         d = tmp_path / "nb" / run_id
         d.mkdir(parents=True)
-        (d / "run.json").write_text(json.dumps({"status": "ok", "started_utc": started}))
+        (d / "run.json").write_text(json.dumps({"status": "ok", "params_hash": run_id[-8:], **info}))
         (d / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "nb" / "20250103T000000Z-nogit-00000003").mkdir()  # never finished
     bad = tmp_path / "nb" / "20241231T000000Z-nogit-00000004"
     bad.mkdir()
     (bad / "run.json").write_text("{not json")
+    (tmp_path / "a-nb" / "20250101T000000Z-nogit-00000005").mkdir(parents=True)  # sorts before "nb"
+    for lock in (tmp_path / ".lock", tmp_path / "nb" / ".lock"):  # lvmlib.files.folder_lock's files
+        lock.write_text("{}")
+    (tmp_path / "nb" / ".hidden").mkdir()
     page = report.build_index(tmp_path).read_text()
-    order = [page.index(f"-0000000{i}<") for i in (3, 2, 1, 4)]
-    assert order == sorted(order)
+    order = [page.index(f'title="{i}"') for i in ("20250101T000000Z-nogit-00000005",) + tuple(
+        f"2025010{d}T000000Z-nogit-0000000{i}" for d, i in ((3, 3), (2, 2), (1, 1)))]
+    assert order == sorted(order) and page.index('title="20241231T000000Z-nogit-00000004"') > order[-1]
+    assert page.count("<tr") == 1 + 5 and ".lock" not in page and ".hidden" not in page
     assert "incomplete" in page and "unreadable run.json" in page
-    assert "r1=0.25" in page and "cos=0.9" not in page  # headline key wins
-    assert "cos=0.5" in page and "name=a" in page and "curve" not in page  # scalars only
+    assert "2025-01-02 00:00" in page and "models: 3 · epochs: 2.5<" in page and "cos-up" in page  # newest run's row
+    assert "<td>quick</td>" in page and "<td>defaults</td>" in page and "12.5 min" in page
+    assert "—" in page and "0.25" not in page and "r1" not in page and "curve" not in page  # no headline dumps
+
+
+def test_index_waits_for_the_outputs_lock(tmp_path):
+    """Two runs finishing together: each rebuilds the index under the outputs folder's lock, so the
+    later rebuild sees both runs. A held lock is waited for (up to wait_s), then named."""
+    from lvmlib import files
+
+    (tmp_path / "nb" / "20250101T000000Z-nogit-00000001").mkdir(parents=True)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with files.folder_lock(tmp_path, "test holder"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    with pytest.raises(files.FolderInUse, match="test holder"):
+        report.build_index(tmp_path, wait_s=0.3)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    page = report.build_index(tmp_path).read_text()
+    assert time.monotonic() - started >= 0.4 and 'title="20250101T000000Z-nogit-00000001"' in page
+    holder.join()
 
 
 def test_save_metrics(tmp_path, monkeypatch):
@@ -144,10 +216,11 @@ def test_save_metrics(tmp_path, monkeypatch):
     m = {"a": np.float64(0.5)}
     assert report.save_metrics(m) is m and not (tmp_path / "metrics.json").exists()
     monkeypatch.setenv(report.REPORT_DIR_ENV, str(tmp_path))
-    report.save_metrics({"a": np.int64(2), "v": np.array([[1.5]]), "nan": float("nan")})
+    bank = report.runner.REPO_ROOT / "data" / "bank-tiny"
+    report.save_metrics({"a": np.int64(2), "v": np.array([[1.5]]), "nan": float("nan"), "card": {"bank": bank}})
     report.save_metrics({"b": (True, None)})  # later calls merge
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {
-        "a": 2, "v": [[1.5]], "nan": "nan", "b": [True, None]}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {  # one JSON policy: non-finite -> null
+        "a": 2, "v": [[1.5]], "nan": None, "b": [True, None], "card": {"bank": "data/bank-tiny"}}
     with pytest.raises(TypeError, match=r"metrics\.x: value of type object"):
         report.save_metrics({"x": object()})
     with pytest.raises(TypeError, match="key 1"):
@@ -164,8 +237,13 @@ def test_bad_params_are_named(tmp_path):
     typo.write_text("n_stepz: 3\n")
     with pytest.raises(report.ReportError, match=r"typo\.yaml.*unknown parameter.*n_stepz"):
         report.run_report(nb, typo, outputs_root=tmp_path / "out")
-    with pytest.raises(report.ReportError, match=r"missing\.yaml.*cannot read"):
+    with pytest.raises(InputError, match=r"missing\.yaml.*cannot read"):  # lvmlib.config.read_yaml's ConfigError
         report.run_report(nb, tmp_path / "missing.yaml", outputs_root=tmp_path / "out")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("a: [1\n")
+    with pytest.raises(InputError, match=r"bad\.yaml.*not valid YAML"):
+        report.run_report(nb, bad_yaml, outputs_root=tmp_path / "out")
+    assert issubclass(report.ReportError, InputError)
     with pytest.raises(report.ReportError, match="no such file"):
         report.run_report(tmp_path / "nope.ipynb")
     assert not (tmp_path / "out").exists()  # rejected before any run folder
@@ -189,19 +267,21 @@ def test_ensure_kernel_installs_with_passive_omp(tmp_path):
 
 
 def test_cli(tmp_path, monkeypatch, capsys):
-    assert report.cli_main(["--index", "--outputs", str(tmp_path / "o")]) == 0
+    from lvmlib.cli import main
+
+    assert main(["report", "--index", "--outputs", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "index.html").exists()
-    assert report.cli_main([str(tmp_path / "nope.ipynb")]) == 2
+    assert main(["report", str(tmp_path / "nope.ipynb")]) == 2
     assert "no such file" in capsys.readouterr().err
 
     def fail(*a, **k):
         raise report.ReportFailed("notebook x failed: ValueError: y", tmp_path)
 
     monkeypatch.setattr(report, "run_report", fail)
-    assert report.cli_main(["x.ipynb", "--params", "p.yaml"]) == 1
+    assert main(["report", "x.ipynb", "--params", "p.yaml"]) == 1
     assert "FAILED" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        report.cli_main([])  # neither a notebook nor --index
+        main(["report"])  # neither a notebook nor --index
 
 
 def test_save_artifact(tmp_path, monkeypatch):

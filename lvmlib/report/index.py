@@ -1,0 +1,119 @@
+"""``<outputs>/index.html``: one table, one row per run (newest first within each notebook)."""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import files
+from .runner import banner_text, duration_text, portable, profile, tldr_items
+
+COLUMNS = ("notebook", "date (UTC)", "commit", "profile", "status", "duration", "scale", "first finding", "files")
+LOCK_WAIT_S = 30.0   # how long build_index waits for another process rebuilding the same index
+NONE = "—"
+STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+         ".ok{color:#1b7f3b;font-weight:bold}.failed{color:#b00020;font-weight:bold}"
+         ".other{color:#8a6d00;font-weight:bold}.text{max-width:32em;font-size:90%}")
+
+
+def _read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(a JSON object, None) or (None, why not); the reason names the file, never a machine path."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, f"unreadable {path.name}: {exc.strerror or type(exc).__name__}"
+    except ValueError as exc:
+        return None, f"unreadable {path.name}: {exc}"
+    return (value, None) if isinstance(value, dict) else (None, f"unreadable {path.name}: not a JSON object")
+
+
+def _date(run_id: str) -> str:
+    """The run's start from its folder name (20261123T013328Z-...), so runs without run.json have one."""
+    try:
+        return f"{_dt.datetime.strptime(run_id[:16], '%Y%m%dT%H%M%SZ'):%Y-%m-%d %H:%M}"
+    except ValueError:
+        return NONE
+
+
+def _run_summary(run_dir: Path) -> dict[str, Any]:
+    """run.json's fields plus the index's cells as text; unreadable files are named, not hidden."""
+    info, problem = _read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else (None, "incomplete")
+    metrics, unreadable = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else ({}, None)
+    info, metrics = info or {}, metrics or {}
+    git, banner, seconds = info.get("git"), metrics.get("banner"), info.get("duration_s")
+    # a run's scale: the banner's own "scale" entry, else all its entries on one line
+    scale = banner["scale"] if isinstance(banner, dict) and isinstance(banner.get("scale"), str) else banner_text(banner)
+    return {**info, "dir": run_dir, "run_id": run_dir.name, "status": str(info.get("status") or problem),
+            "date": _date(run_dir.name), "commit": (git.get("label") if isinstance(git, dict) else None) or NONE,
+            "profile": profile(info.get("params_file")) if info else NONE,
+            "duration": duration_text(seconds) if isinstance(seconds, (int, float)) else NONE,
+            "scale": portable(scale or NONE), "error": portable(str(info.get("error") or "")),
+            "finding": portable(unreadable or next(iter(tldr_items(metrics.get("tldr"))), NONE))}
+
+
+def collect_runs(outputs_root: str | os.PathLike = "outputs") -> dict[str, list[dict[str, Any]]]:
+    """{notebook stem: [run summaries, newest first]} from ``<root>/<stem>/<run>/``.
+
+    Only folders count (``.lock`` and other files, and dot-folders, never are runs). A run folder
+    without run.json is listed as "incomplete"; an unreadable run.json or metrics.json is listed
+    with the error rather than hiding the run.
+    """
+    root = Path(outputs_root)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    if not root.is_dir():
+        return groups
+    for nb_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        # folder names start with the UTC start time: they sort by time even without run.json
+        runs = sorted((p for p in nb_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.name, reverse=True)
+        if runs:
+            groups[nb_dir.name] = [_run_summary(p) for p in runs]
+    return groups
+
+
+def _row(stem: str, r: dict[str, Any]) -> str:
+    e = html.escape
+    links = " ".join(f'<a href="{e(stem)}/{e(r["run_id"])}/{f}">{f.split(".")[0]}</a>'
+                     for f in ("report.html", "params.yaml") if (r["dir"] / f).exists())
+    css = r["status"] if r["status"] in ("ok", "failed") else "other"
+    return (f'<tr title="{e(r["run_id"])}"><td>{e(stem)}</td><td>{r["date"]}</td><td><code>{e(r["commit"])}</code></td>'
+            f'<td>{e(r["profile"])}</td><td class="{css}" title="{e(r["error"])}">{e(r["status"])}</td>'
+            f'<td>{e(r["duration"])}</td><td class="text">{e(r["scale"])}</td><td class="text">{e(r["finding"])}</td>'
+            f"<td>{links or NONE}</td></tr>")
+
+
+def index_page(groups: dict[str, list[dict[str, Any]]]) -> str:
+    """The index page for :func:`collect_runs`' result."""
+    rows = "".join(_row(stem, r) for stem, runs in groups.items() for r in runs)
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if rows
+            else "<p>No runs yet.</p>")
+    return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>lvm-lab reports</title>'
+            f"<style>{STYLE}</style></head><body><h1>lvm-lab reports</h1>"
+            "<p>One row per run, newest first within each notebook. Profile: the params file; scale and "
+            f"first finding: the run's metrics.json (<code>banner</code>, <code>tldr</code>).</p>{body}"
+            "</body></html>\n")
+
+
+def build_index(outputs_root: str | os.PathLike = "outputs", *, wait_s: float = LOCK_WAIT_S) -> Path:
+    """Write ``<outputs_root>/index.html`` listing every run; return its path.
+
+    Holds the outputs folder's lock while it reads the runs and writes the page, so that two runs
+    finishing together both appear; if another process holds it, waits up to ``wait_s`` seconds
+    (then files.FolderInUse, naming the holder). The page is written atomically.
+    """
+    root = Path(outputs_root)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with files.folder_lock(root, "lvm report: rebuilding index.html"):
+                return files.write_text(root / "index.html", index_page(collect_runs(root)))
+        except files.FolderInUse:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

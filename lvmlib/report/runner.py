@@ -1,0 +1,426 @@
+"""Run a notebook as a report: ``lvm report NOTEBOOK --params FILE``.
+
+One run = one folder ``<outputs>/<notebook stem>/<UTC>-<git>-<params hash>/`` holding ``report.html``
+(the executed notebook without code, a failed run too), ``notebook.ipynb`` (git-ignored),
+``params.yaml`` (the resolved parameters; ``--params`` it to repeat the run), ``metrics.json`` (what
+the notebook passed to :func:`save_metrics`, which writes to ``$LVM_REPORT_DIR``) and ``run.json``
+(status, error, times, git, versions; written last: a folder without it never finished). Paths in
+them are repo-relative (:func:`portable`). papermill/nbconvert are imported lazily.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import datetime as _dt
+import hashlib
+import html
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata as _metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import files
+from ..config import dump_yaml, read_yaml
+from ..errors import InputError
+
+REPORT_DIR_ENV = "LVM_REPORT_DIR"
+DEFAULT_KERNEL = "lvm-lab"
+# torch in a Jupyter kernel on 2 vCPUs spin-waits without this (TOOLING.md: 4-60x slower).
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# The kernel is local: Unix-socket (ipc) transport instead of TCP on localhost. Over TCP without
+# CurveZMQ keys ipykernel warns "Kernel is running over TCP without encryption" on every run.
+KERNEL_MANAGER_CONFIG = {"KernelManager": {"transport": "ipc"}}
+RUN_FILES = ("report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ReportError(InputError):
+    """Bad input to the report runner (notebook, params file, artifact name): ``lvm`` exits 2."""
+
+
+class ReportFailed(RuntimeError):
+    """The notebook ran and failed; everything was still written to ``run_dir``."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+# --------------------------------------------------------------------------- repo-relative paths
+def portable(value: Any) -> Any:
+    """``value`` (a string, or every string in a JSON-like value) with absolute paths made relative:
+    into the repository ``data/x``, beside it ``../shared/x``, under the home folder ``~/x``.
+    Committed outputs (run.json, params.yaml, metrics.json, index.html) hold no machine paths."""
+    if isinstance(value, Mapping):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for base, short in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../"), (Path.home(), "~/")):
+        if len(base.parts) > 1:
+            value = re.sub(rf"(?<![\w.~/-]){re.escape(str(base))}(/|(?![\w.-]))",
+                           lambda m, s=short: s if m.group(1) else (s.rstrip("/") or "."), value)
+    return value
+
+
+# --------------------------------------------------------------------------- the notebook's side
+def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Record a notebook's metrics for the report runner; returns ``metrics`` unchanged.
+
+    Under ``lvm report`` (``LVM_REPORT_DIR`` set) they are merged into ``$LVM_REPORT_DIR/metrics.json``
+    (later calls win; :func:`lvmlib.files.to_jsonable`, paths repo-relative); interactively nothing is
+    written. The index shows ``banner`` (a mapping; its ``scale`` entry) and the first of ``tldr``.
+    """
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"save_metrics expects a mapping, got {type(metrics).__name__}")
+    clean = portable(files.to_jsonable(metrics, where="metrics"))  # validated even interactively
+    report_dir = os.environ.get(REPORT_DIR_ENV)
+    if report_dir:
+        path = Path(report_dir) / "metrics.json"  # written atomically by an earlier call, if any
+        merged = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        files.write_json(path, {**merged, **clean}, sort_keys=True)
+    return metrics
+
+
+def save_artifact(name: str, text: str) -> Path | None:
+    """Save a small text file (e.g. the params of the best run) beside the report.
+
+    Under ``lvm report`` it is written atomically to ``$LVM_REPORT_DIR/<name>`` and its path is
+    returned; interactively (variable unset) nothing is written and None is returned."""
+    if not name or Path(name).name != name or name in RUN_FILES:
+        raise ReportError(f"artifact name {name!r} must be a plain file name other than {sorted(RUN_FILES)}")
+    report_dir = os.environ.get(REPORT_DIR_ENV)
+    if not report_dir:
+        return None
+    return files.write_text(Path(report_dir) / name, text)
+
+
+# --------------------------------------------------------------------------- parameters
+def load_params(params_file: str | os.PathLike | None) -> dict[str, Any]:
+    """Read a YAML mapping of notebook parameter names -> values (no file or an empty one -> {})."""
+    if params_file is None:
+        return {}
+    data = read_yaml(params_file, what="params")
+    if not isinstance(data, dict):
+        raise ReportError(f"params file {params_file}: expected a mapping of parameter names to values, "
+                          f"got {type(data).__name__}")
+    _check_param_values(data, f"params file {params_file}")
+    return data
+
+
+def _check_param_values(params: Mapping[str, Any], where: str) -> None:
+    # papermill writes the values into Python source: only plain data survives that.
+    def ok(v: Any) -> bool:
+        if isinstance(v, list):
+            return all(ok(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and ok(x) for k, x in v.items())
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    for key, value in params.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ReportError(f"{where}: parameter name {key!r} is not a Python identifier")
+        if not ok(value):
+            raise ReportError(f"{where}: parameter {key!r} has a value of type {type(value).__name__}; "
+                              "use numbers, strings, booleans, null, lists or mappings")
+
+
+def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return (resolved, unresolved): notebook defaults updated by ``overrides``.
+
+    Defaults that are not literals (``x = 2**3``) cannot be written to params.yaml faithfully;
+    unless overridden they are returned separately as their source text.
+    """
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))  # {} without a cell tagged "parameters"
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        declares = f"its parameters cell declares {sorted(declared)}" if declared else "it has no parameters cell"
+        raise ReportError(f"{where}: unknown parameter(s) {unknown} for {notebook.name}; {declares}")
+    resolved: dict[str, Any] = {}
+    unresolved: dict[str, str] = {}
+    for name, info in declared.items():
+        if name in overrides:
+            resolved[name] = overrides[name]
+            continue
+        try:
+            resolved[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError, TypeError):
+            unresolved[name] = info["default"]
+    return resolved, unresolved
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """8 hex digits of SHA-256 over the canonical JSON of the parameters."""
+    canon = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------- environment facts
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(where: Path, exclude: Path | None = None) -> dict[str, Any]:
+    """Short sha and dirtiness of the repository holding ``where`` (read-only git calls).
+
+    ``exclude`` (the outputs folder) is left out of the dirty check: reports written by
+    earlier runs must not make every later run "-dirty".
+    """
+    top = _git(["rev-parse", "--show-toplevel"], where)
+    sha = _git(["rev-parse", "--short", "HEAD"], where) if top else None
+    if not top or not sha:
+        return {"sha": None, "dirty": None, "label": "nogit"}
+    pathspec = ["."]
+    if exclude is not None:
+        with contextlib.suppress(ValueError):
+            rel = Path(exclude).resolve().relative_to(Path(top).resolve())
+            if str(rel) != ".":
+                pathspec.append(f":(exclude){rel.as_posix()}")
+    status = _git(["status", "--porcelain", "--", *pathspec], Path(top))
+    dirty = bool(status) if status is not None else None
+    return {"sha": sha, "dirty": dirty, "label": sha + ("-dirty" if dirty else "")}
+
+
+def environment_facts() -> dict[str, Any]:
+    """Versions (of what is installed) and a hostname-free description of the machine."""
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "numpy", "papermill", "nbconvert", "lvmlib"):
+        with contextlib.suppress(_metadata.PackageNotFoundError):
+            versions[dist] = _metadata.version(dist)
+    return {
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "machine": platform.machine(),
+                    "python_implementation": platform.python_implementation(),
+                    "cpu_count": os.cpu_count()},
+    }
+
+
+# --------------------------------------------------------------------------- kernel
+def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None = None) -> Path:
+    """Make sure kernel ``name`` exists; install it for this Python if it does not.
+
+    Installed with env OMP_WAIT_POLICY=PASSIVE into ``prefix`` (default ``sys.prefix``, i.e.
+    the venv). Returns the kernelspec folder.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    if prefix is None:
+        with contextlib.suppress(NoSuchKernel):
+            return Path(KernelSpecManager().get_kernel_spec(name).resource_dir)
+    else:
+        existing = Path(prefix) / "share" / "jupyter" / "kernels" / name
+        if (existing / "kernel.json").exists():
+            return existing
+    from ipykernel.kernelspec import install
+
+    where = install(kernel_name=name, display_name=f"{name} (OMP passive)",
+                    prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV))
+    return Path(where)
+
+
+def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel: str,
+             execution_timeout: int, start_timeout: int):
+    """Run the notebook into ``run_dir/notebook.ipynb``; return (executed notebook, exception or None)."""
+    from unittest import mock
+
+    import nbformat
+    import papermill
+    from traitlets.config import Config
+
+    partial = run_dir / ".notebook.partial.ipynb"  # papermill rewrites it after every cell
+    error: BaseException | None = None
+    # papermill starts the kernel from os.environ; it must import the runner's lvmlib (save_metrics)
+    pythonpath = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
+    with mock.patch.dict(os.environ, {**KERNEL_ENV, REPORT_DIR_ENV: str(run_dir), "PYTHONPATH": pythonpath}):
+        try:
+            papermill.execute_notebook(
+                str(nb_path), str(partial), parameters=dict(overrides), kernel_name=kernel,
+                cwd=str(nb_path.parent), execution_timeout=execution_timeout, start_timeout=start_timeout,
+                progress_bar=False, log_output=False, config=Config(KERNEL_MANAGER_CONFIG))
+        except Exception as exc:  # PapermillExecutionError, kernel death, timeouts, ...
+            error = exc
+    if partial.exists():
+        executed = nbformat.read(partial, as_version=4)
+        os.replace(partial, run_dir / "notebook.ipynb")
+    else:  # failed before papermill wrote anything (e.g. kernel would not start)
+        executed = nbformat.read(nb_path, as_version=4)
+        files.write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
+    return executed, error
+
+
+# --------------------------------------------------------------------------- rendering
+def banner_text(banner: Any) -> str | None:
+    """metrics["banner"] (a mapping: what the report's scale is) as one compact line."""
+    if isinstance(banner, str):
+        return banner or None
+    if not isinstance(banner, Mapping):
+        return None
+    parts = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in banner.items()
+             if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    return " · ".join(parts) or None
+
+
+def tldr_items(tldr: Any) -> list[str]:
+    """metrics["tldr"]: the report's findings, most important first (one string is one finding)."""
+    return [t for t in ([tldr] if isinstance(tldr, str) else tldr if isinstance(tldr, list) else [])
+            if isinstance(t, str) and t]
+
+
+def profile(params_file: str | None) -> str:
+    """A run's profile: its params file's stem (``quick``), or ``defaults`` without one."""
+    return Path(params_file).stem if params_file else "defaults"
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _header_cell(info: dict[str, Any], params: Mapping[str, Any], unresolved: Mapping[str, str],
+                 metrics: Mapping[str, Any]):
+    """The top of report.html: FAILED banner, the run, its scale (the notebook's banner plus profile,
+    commit and wall time), the TL;DR findings, and the parameters."""
+    import nbformat
+
+    e = html.escape
+    parts = []
+    if info["status"] != "ok":
+        parts.append('<div style="background:#b00020;color:#fff;padding:12px 16px;font-size:1.3em;'
+                     f'font-weight:bold;border-radius:4px">This run FAILED: {e(str(info["error"]))}</div>')
+    parts.append(f"<p><b>lvm report</b> of <code>{e(info['notebook'])}</code> &middot; run "
+                 f"<code>{e(info['run_id'])}</code> &middot; status <b>{e(info['status'])}</b> &middot; "
+                 f"started {e(info['started_utc'])} &middot; params file "
+                 f"<code>{e(str(info['params_file']))}</code></p>")
+    banner = metrics.get("banner")
+    scale = {**({"scale": banner} if isinstance(banner, str) else banner if isinstance(banner, Mapping) else {}),
+             "profile": profile(info["params_file"]), "commit": info["git"]["label"],
+             "wall time": duration_text(info["duration_s"])}
+    parts.append(f"<p><b>Scale</b>: {e(banner_text(scale))}</p>")
+    tldr = tldr_items(metrics.get("tldr"))
+    if tldr:
+        parts.append("<p><b>TL;DR</b></p><ul>" + "".join(f"<li>{e(t)}</li>" for t in tldr) + "</ul>")
+    rows = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(json.dumps(v, default=str))}</code></td></tr>"
+                   for k, v in params.items())
+    rows += "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(v)}</code> (notebook default)</td></tr>"
+                    for k, v in unresolved.items())
+    if rows:
+        parts.append(f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table>")
+    return nbformat.v4.new_markdown_cell("\n".join(parts))
+
+
+def render_html(nb, title: str, header=None) -> str:
+    """HTML without code inputs or prompts; stream outputs coalesced so tqdm shows one bar."""
+    import copy
+
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    nb = copy.deepcopy(nb)
+    if header is not None:
+        nb.cells.insert(0, header)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return body
+
+
+# --------------------------------------------------------------------------- the runner
+def _make_run_dir(parent: Path, base: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        cand = parent / (base if i == 1 else f"{base}-{i}")  # same second + same params: suffix
+        with contextlib.suppress(FileExistsError):
+            cand.mkdir()
+            return cand
+    raise ReportError(f"{parent}: cannot create a fresh run folder for {base}")
+
+
+def _describe_error(exc: BaseException) -> str:
+    if getattr(exc, "ename", None) is not None:  # papermill.PapermillExecutionError
+        return portable(f"{exc.ename}: {getattr(exc, 'evalue', '')} (at In [{getattr(exc, 'exec_count', '?')}])")
+    return portable(f"{type(exc).__name__}: {exc}")
+
+
+def _overrides(params_file, extra_params) -> tuple[dict[str, Any], str]:
+    """The parameter overrides and how to name their origin in error messages."""
+    overrides = load_params(params_file)
+    where = f"params file {params_file}" if params_file is not None else "parameters"
+    if extra_params:
+        _check_param_values(extra_params, "extra_params")
+        overrides.update(extra_params)
+        where = f"{where} + extra_params" if params_file is not None else "extra_params"
+    return overrides, where
+
+
+def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | None = None, *,
+               outputs_root: str | os.PathLike = "outputs", kernel: str = DEFAULT_KERNEL,
+               execution_timeout: int = 1800, start_timeout: int = 120,
+               extra_params: Mapping[str, Any] | None = None) -> Path:
+    """Execute ``notebook`` with papermill and write a run folder; return its path.
+
+    ``extra_params`` override the params file. On a failed run everything is still written
+    (report.html with a FAILED banner, run.json status "failed") and ReportFailed is raised.
+    ``execution_timeout`` is per cell, in seconds. Rebuilds ``<outputs_root>/index.html``.
+    """
+    from .index import build_index
+
+    nb_path = Path(notebook).resolve()
+    if not nb_path.is_file():
+        raise ReportError(f"notebook {notebook}: no such file")
+    if nb_path.suffix != ".ipynb":
+        raise ReportError(f"notebook {notebook}: expected an .ipynb file")
+    outputs = Path(outputs_root).resolve()
+    overrides, where = _overrides(params_file, extra_params)
+    resolved, unresolved = resolve_params(nb_path, overrides, where)
+    resolved = portable(resolved)
+    ensure_kernel(kernel)
+
+    git = git_state(nb_path.parent, exclude=outputs)
+    started = _dt.datetime.now(_dt.timezone.utc)
+    p_hash = params_hash({"params": resolved, "unresolved": unresolved})
+    run_dir = _make_run_dir(outputs / nb_path.stem, f"{started:%Y%m%dT%H%M%SZ}-{git['label']}-{p_hash}")
+    files.write_text(run_dir / "params.yaml", dump_yaml(resolved) if resolved else "{}\n")
+    executed, error = _execute(nb_path, run_dir, overrides, kernel, execution_timeout, start_timeout)
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    metrics_saved = (run_dir / "metrics.json").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if metrics_saved else {}
+    if not metrics_saved:
+        files.write_json(run_dir / "metrics.json", metrics, sort_keys=True)
+
+    info = {
+        "notebook": portable(str(nb_path)),
+        "params_file": portable(str(Path(params_file).resolve())) if params_file is not None else None,
+        "extra_params": portable(files.to_jsonable(dict(extra_params))) if extra_params else None,
+        "status": "ok" if error is None else "failed",
+        "error": None if error is None else _describe_error(error),
+        "run_id": run_dir.name, "params_hash": p_hash, "unresolved_defaults": unresolved,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "git": git, "kernel": kernel, "execution_timeout_s": execution_timeout,
+        "start_timeout_s": start_timeout, "metrics_saved": metrics_saved,
+        **environment_facts(),
+    }
+    page = render_html(executed, f"{nb_path.stem} {run_dir.name}", _header_cell(info, resolved, unresolved, metrics))
+    files.write_text(run_dir / "report.html", page)
+    files.write_json(run_dir / "run.json", info, sort_keys=True)  # last: its presence marks a finished run
+    build_index(outputs)
+    if error is not None:
+        raise ReportFailed(f"notebook {info['notebook']} failed: {info['error']}; "
+                           f"report written to {portable(str(run_dir / 'report.html'))}", run_dir) from error
+    return run_dir
