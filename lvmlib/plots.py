@@ -1,29 +1,43 @@
-"""Shared seaborn figures: one theme, and "theirs vs ours" panels.
-
-"Theirs" are numbers quoted from a seed report (``lvmlib.seeds``); "ours" are measured in the
-run that draws the figure. They always go in separate, labelled panels, never in one series.
-
-Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so a notebook shows a figure
-once when it is the cell's value (no duplicate from the inline backend) and nothing leaks
-into pyplot's global state. Every function returns the Figure.
-"""
+"""Shared figures for the reports. Standard: one fixed colour per name (``PALETTE``, ``colour``); 95 % CI
+error bars from ``<y>_low``/``<y>_high`` (none where NaN); legends right of the panels; ≤ ~6 lines a panel
+(more are faceted, y shared); references as dashed lines labelled with name and value, never bars; numbers
+quoted from a seed report ("theirs") only in a panel of their own naming the report and file.
+Figures are ``matplotlib.figure.Figure`` (not pyplot): a notebook shows each once. All return the Figure."""
 from __future__ import annotations
 
+import math
 import textwrap
-from typing import Any, Mapping, Sequence
+import zlib
+from typing import Any, Mapping
 
 import matplotlib
+import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 OURS_TITLE = "Ours (measured in this run)"
-# Fixed colour slots (of seaborn's 10-colour "colorblind" palette) for the project's models,
-# so a model has the same colour in every figure whatever else is drawn; baselines are grey.
-MODEL_COLOUR_SLOT = {"AMN": 0, "LSTM": 1, "GRU": 2, "Transformer": 3, "GraphMERT-LVM": 4}
-BASELINE_GREYS = {"Linear Average": "0.55", "linear average": "0.55", "copy-last": "0.35"}
+PALETTE: dict[str, Any] = {  # models: seaborn "colorblind"; losses: Paul Tol "muted"; variants: not grey
+    "AMN": "#0173b2", "LSTM": "#de8f05", "GRU": "#029e73", "Transformer": "#d55e00", "GraphMERT-LVM": "#cc78bc",
+    "Base-LCM": "#ca9161", "MSE": "#332288", "InfoNCE": "#117733", "cosine": "#44aa99", "InfoNCE-hard": "#88ccee",
+    "flow": "#ddcc77", "energy": "#aa4499", "P1 MSE": "#882255", "P2 residual": "#cc6677", "P3 guard": "#999933",
+    "P4 rollout": "#56b4e9", "P5 curriculum": "#6a3d9a",  # then the oracle and baselines: black, distinct greys
+    "oracle (ŷ = y)": "#000000", "nearest training context": "#262626", "Linear Average": "#404040",
+    "residual ridge": "#595959", "position-weighted avg": "#737373", "copy-last": "#8c8c8c", "global mean": "#a6a6a6"}
+_BOX = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1}  # a reference's label, over data
+_BY_LOWER = {k.lower(): v for k, v in PALETTE.items()}
+# other names: a colour-blind-safe colour (no grey, no pale yellow) from a CRC of the name (stable, unlike hash())
+_SAFE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#56b4e9", "#332288",
+         "#117733", "#44aa99", "#88ccee", "#ddcc77", "#cc6677", "#aa4499", "#882255", "#999933"]
 
 
-def theirs_title(seed: str) -> str:
-    return f"Theirs (seed report {seed}, quoted)"
+def colour(name: Any) -> Any:
+    """PALETTE's colour for ``name`` (case-insensitive), else a stable one derived from the name."""
+    name = str(name)
+    return PALETTE.get(name) or _BY_LOWER.get(name.lower()) or _SAFE[zlib.crc32(name.encode()) % len(_SAFE)]
+
+
+def theirs_title(seed: Any, file: Any) -> str:
+    return f"Theirs (seed report {seed}, {file})"
 
 
 def set_theme() -> None:
@@ -46,171 +60,198 @@ def set_theme() -> None:
         shell.run_line_magic("matplotlib", "inline")
 
 
-def model_palette(names: Sequence[str]) -> dict[str, Any]:
-    """A colour per name: fixed for known models and baselines; others take the free slots."""
-    import seaborn as sns
-
-    base = sns.color_palette("colorblind", n_colors=10)
-    free = [c for i, c in enumerate(base) if i not in MODEL_COLOUR_SLOT.values()]
-    others = sorted(n for n in dict.fromkeys(map(str, names))
-                    if n not in MODEL_COLOUR_SLOT and n not in BASELINE_GREYS)
-    if len(others) > len(free):
-        free = sns.color_palette("husl", n_colors=len(others))
-    out: dict[str, Any] = {}
-    for n in dict.fromkeys(map(str, names)):
-        if n in MODEL_COLOUR_SLOT:
-            out[n] = base[MODEL_COLOUR_SLOT[n]]
-        elif n in BASELINE_GREYS:
-            out[n] = BASELINE_GREYS[n]
-        else:
-            out[n] = free[others.index(n)]
-    return out
-
-
-def _frame(data, x: str, y: str, hue: str | None, which: str):
-    """Accept a DataFrame, a list of row dicts, or {x_value: y_value}; check the columns."""
-    import pandas as pd
-
-    if data is None:
-        return None
-    if isinstance(data, Mapping):
-        df = pd.DataFrame({x: list(data.keys()), y: list(data.values())})
-    else:
-        df = pd.DataFrame(data)
-    missing = [c for c in (x, y, hue) if c is not None and c not in df.columns]
+def _frame(data, cols, y: str, which: str):
+    """``data`` as a DataFrame (columns checked, ``y`` numeric): (rows with a value, rows without)."""
+    df = pd.DataFrame(data).copy()
+    missing = [c for c in cols if c is not None and c not in df.columns]
     if missing:
         raise KeyError(f"{which}: missing column(s) {missing}; has {list(df.columns)}")
-    df = df.copy()
     df[y] = pd.to_numeric(df[y], errors="coerce")
-    return df
+    return df[df[y].notna()], df[df[y].isna()]
 
 
-def _empty_panel(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
-    # tick_params, not set_*ticks: with sharey the latter would wipe the other panel's ticks
-    ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
-    ax.grid(False)
+def _theirs(theirs, seed, file, x: str, y: str, hue: str | None, xlabel: str = ""):
+    """The theirs panel (title, rows, x, y, hue, no CIs, x label naming the rows they give no value)."""
+    if seed is None or file is None:
+        raise ValueError("theirs needs theirs_seed and theirs_file: quoted numbers name their source")
+    df, gone = _frame(theirs, (x, y, hue), y, "theirs")
+    rows = gone[[c for c in (hue, x) if c]].itertuples(index=False)
+    names = ", ".join(dict.fromkeys(" ".join(map(str, r)) for r in rows))
+    note = textwrap.fill("not reported: " + names, 50) if names else ""
+    return theirs_title(seed, file), df, x, y, hue, False, "\n".join(filter(None, (xlabel, note)))
 
 
-def _ref_lines(ax, refs: Mapping[str, float] | None) -> None:
-    for i, (label, value) in enumerate((refs or {}).items()):
-        style = ("--", ":", "-.")[i % 3]
-        ax.axhline(value, color="0.3", ls=style, lw=1, label=f"{label} ({value:.4g})")
+def _grid(n: int, *, ncols: int, w: float, h: float, sharey: bool = True):
+    ncols = max(1, min(n, ncols))
+    fig = Figure(figsize=(w * ncols + 1.8, h * math.ceil(n / ncols)), layout="constrained")
+    axes = list(fig.subplots(math.ceil(n / ncols), ncols, sharey=sharey, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
 
 
-def _two_panels(seed: str, title: str | None, sharey: bool, width: float = 11, height: float = 4):
-    fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=sharey)
-    axes[1].tick_params(labelleft=True)   # keep our panel's scale readable even when shared (or theirs is empty)
-    axes[0].set_title(theirs_title(seed))
-    axes[1].set_title(OURS_TITLE)
+def _ci(ax, xs, d, y: str, color, band: bool = False) -> None:
+    """Asymmetric 95 % CI from ``y_low``/``y_high`` (error bars, or a band); nothing where NaN."""
+    if f"{y}_low" not in d or f"{y}_high" not in d:
+        return
+    v, lo, hi = (pd.to_numeric(d[c], errors="coerce").to_numpy(float) for c in (y, f"{y}_low", f"{y}_high"))
+    ok = np.isfinite(v + lo + hi)
+    if band and ok.any():
+        ax.fill_between(np.asarray(xs)[ok], lo[ok], hi[ok], color=color, alpha=0.2, lw=0, label="_ci")
+    elif ok.any():
+        ax.errorbar(np.asarray(xs)[ok], v[ok], yerr=np.clip([v[ok] - lo[ok], hi[ok] - v[ok]], 0, None),
+                    fmt="none", ecolor=color, elinewidth=1, capsize=3, label="_ci")
+
+
+def _refs(ax, refs, x: str | None = None, y: str | None = None) -> None:
+    """{label: value} as dashed lines labelled at the right end (a value far outside the data is written at
+    the panel's edge instead, keeping the data's scale); {label: frame with x, y} as dashed lines."""
+    lo, hi = ax.get_ylim()
+    for label, ref in (refs or {}).items():
+        c = colour(label) if str(label).lower() in _BY_LOWER else "0.35"
+        if not np.isscalar(ref):
+            d = pd.DataFrame(ref).sort_values(x)
+            ax.plot(d[x], d[y], ls="--", lw=1.2, color=c, label="_ref")
+            ax.text(d[x].iloc[-1], d[y].iloc[-1], label, ha="right", va="bottom", fontsize=8, color=c, bbox=_BOX)
+        elif lo - (hi - lo) <= float(ref) <= hi + (hi - lo):
+            ax.axhline(float(ref), ls="--", lw=1.1, color=c, label="_ref")
+            ax.text(0.99, float(ref), f"{label} = {float(ref):.4g}", transform=ax.get_yaxis_transform(),
+                    ha="right", va="bottom", fontsize=8, color=c, bbox=_BOX)
+        else:
+            up = float(ref) > hi
+            ax.text(0.99, 0.98 if up else 0.02, f"{'↑' if up else '↓'} {label} = {float(ref):.4g} (off scale)",
+                    transform=ax.transAxes, ha="right", va="top" if up else "bottom", fontsize=8, color=c)
+
+
+def _finish(fig, axes, title, ylabel=None) -> Figure:
+    """One legend for the figure, right of the panels (an entry per name); the title; the y label."""
+    pairs = [(label, h) for ax in axes for h, label in zip(*ax.get_legend_handles_labels())]
+    if pairs:  # an entry per name, the first handle drawn for it
+        first = dict(pairs[::-1])
+        fig.legend([first[k] for k in dict(pairs)], list(dict(pairs)), loc="outside right upper", fontsize=8,
+                   frameon=False)
+    if ylabel:
+        axes[0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title)
-    return fig, axes
-
-
-def theirs_vs_ours_bar(theirs, ours, *, y: str, seed: str, x: str = "model", hue: str | None = None,
-                       ylabel: str | None = None, title: str | None = None,
-                       refs_theirs: Mapping[str, float] | None = None,
-                       refs_ours: Mapping[str, float] | None = None,
-                       sharey: bool = True, fmt: str = "{:.3f}") -> Figure:
-    """Bars of metric ``y`` per ``x`` (model): their quoted values left, ours right.
-
-    ``theirs``/``ours``: DataFrame, row dicts, or ``{model: value}``; either may be None (the
-    panel then says so). Rows whose value is missing ("?" in a report) are left out and named
-    under the panel. ``refs_*``: horizontal reference lines, e.g. ``{"Linear Average": 0.5462}``.
-    """
-    import seaborn as sns
-
-    if theirs is None and ours is None:
-        raise ValueError("theirs_vs_ours_bar: both theirs and ours are None")
-    dt, do = _frame(theirs, x, y, hue, "theirs"), _frame(ours, x, y, hue, "ours")
-    key = hue or x
-    names = [n for d in (dt, do) if d is not None for n in d[key].astype(str)]
-    palette = model_palette(names)
-    fig, axes = _two_panels(seed, title, sharey)
-    for ax, df, refs, what in ((axes[0], dt, refs_theirs, "not reported"),
-                               (axes[1], do, refs_ours, "not measured yet")):
-        if df is None:
-            _empty_panel(ax, what)
-            continue
-        gone = df[df[y].isna()]
-        df = df[df[y].notna()]
-        if df.empty:
-            _empty_panel(ax, what)
-        else:
-            sns.barplot(data=df.assign(**{key: df[key].astype(str)}), x=x, y=y, hue=key,
-                        palette=palette, ax=ax, legend=hue is not None, errorbar=None)
-            for cont in ax.containers:
-                ax.bar_label(cont, fmt=fmt, fontsize=8, padding=2)
-            ax.tick_params(axis="x", labelrotation=20)
-        _ref_lines(ax, refs)
-        if refs or (hue is not None and not df.empty):
-            ax.legend(fontsize=8, loc="best")
-        ax.set_ylabel(ylabel or y)
-        # rows without a value are named under the panel, so a gap is never silent
-        ax.set_xlabel("" if gone.empty else textwrap.fill(
-            "not reported: " + ", ".join(gone[x].astype(str)), 60), fontsize=8, color="0.4")
     return fig
 
 
-def theirs_vs_ours_lines(theirs, ours, *, x: str, y: str, seed: str, hue: str = "model",
-                         xlabel: str | None = None, ylabel: str | None = None,
-                         title: str | None = None, sharey: bool = True,
-                         refs_theirs: Mapping[str, float] | None = None,
-                         refs_ours: Mapping[str, float] | None = None,
-                         vline: float | None = None) -> Figure:
-    """Lines of ``y`` vs ``x`` per ``hue`` (model), theirs left and ours right.
-
-    E.g. cosine vs training-set size (``lvmlib.seeds.scaling_long``), or an offset sweep.
-    ``vline`` draws a vertical marker (k = 0 in an offset sweep).
-    """
-    import seaborn as sns
-
-    if theirs is None and ours is None:
-        raise ValueError("theirs_vs_ours_lines: both theirs and ours are None")
-    dt, do = _frame(theirs, x, y, hue, "theirs"), _frame(ours, x, y, hue, "ours")
-    names = [n for d in (dt, do) if d is not None for n in d[hue].astype(str)]
-    palette = model_palette(names)
-    fig, axes = _two_panels(seed, title, sharey)
-    for ax, df, refs, what in ((axes[0], dt, refs_theirs, "not reported"),
-                               (axes[1], do, refs_ours, "not measured yet")):
-        if df is None or df[y].notna().sum() == 0:
-            _empty_panel(ax, what)
-            continue
-        df = df[df[y].notna()]
-        sns.lineplot(data=df.assign(**{hue: df[hue].astype(str)}), x=x, y=y, hue=hue, palette=palette,
-                     marker="o", ax=ax, errorbar=None)
-        if vline is not None:
-            ax.axvline(vline, color="0.5", lw=1, ls=":")
-        _ref_lines(ax, refs)
-        ax.legend(fontsize=8)
-        ax.set_xlabel(xlabel or x)
-        ax.set_ylabel(ylabel or y)
-    return fig
+def bars(frame, *, x: str, y: str, hue: str | None = None, refs: Mapping[str, float] | None = None,
+         title: str | None = None, ylabel: str | None = None, theirs=None, theirs_seed=None, theirs_file=None,
+         theirs_x: str | None = None, theirs_y: str | None = None, theirs_hue: str | None = None) -> Figure:
+    """Grouped bars of ``y`` by ``x`` (and ``hue``) with CI error bars, ``refs`` as labelled lines, and
+    ``theirs`` (quoted, no error bars) in a panel of its own at the left."""
+    ours, _ = _frame(frame, (x, y, hue), y, "bars")
+    panels = [(OURS_TITLE if theirs is not None else "", ours, x, y, hue, True, "")]
+    if theirs is not None:
+        th = theirs_hue or (hue if hue in getattr(theirs, "columns", ()) else None)
+        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, theirs_x or x, theirs_y or y, th))
+    n_bars = max(len(p[1]) for p in panels)
+    fig, axes = _grid(len(panels), ncols=2, w=max(3.5, 0.35 * n_bars + 1.2), h=3.8)
+    order = list(dict.fromkeys(ours[x].astype(str)))  # theirs follow our order where they share a name
+    for ax, (ptitle, d, px, py, ph, ci, note) in zip(axes, panels):
+        cats = sorted(dict.fromkeys(d[px].astype(str)), key=lambda c: order.index(c) if c in order else len(order))
+        hues = list(dict.fromkeys(d[ph].astype(str))) if ph else [None]
+        w = 0.8 / len(hues)
+        for j, h in enumerate(hues):
+            g = d if h is None else d[d[ph].astype(str) == h]
+            xs = g[px].astype(str).map(cats.index).to_numpy(float) + (j - (len(hues) - 1) / 2) * w
+            cols = [colour(h)] * len(g) if h else [colour(c) for c in g[px].astype(str)]
+            ax.bar(xs, g[py].to_numpy(float), w * 0.95, color=cols, label=h or "_bars")
+            if ci:
+                _ci(ax, xs, g, py, "0.15")
+        ax.set_xticks(range(len(cats)), [textwrap.fill(c, 14) for c in cats], fontsize=8)
+        ax.set_title(ptitle)
+        ax.set_xlabel(note, fontsize=8, color="0.4")
+    _refs(axes[-1], refs)
+    return _finish(fig, axes, title, ylabel or y)
 
 
-def offset_sweep(theirs, ours, *, seed: str, k: str = "k", c: str = "c_k", hue: str = "model",
-                 title: str | None = "Offset sweep: mean cos(ŷ, v[t+k])") -> Figure:
-    """5CAT-A offset sweep, ``c_k`` vs ``k`` per model, with k = 0 (the true target) marked.
+def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Mapping[str, Any] | None = None,
+          logx: bool = False, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
+          max_lines: int = 6, theirs=None, theirs_seed=None, theirs_file=None, theirs_x: str | None = None,
+          theirs_y: str | None = None, theirs_hue: str | None = None) -> Figure:
+    """One line per ``hue`` value with CIs; over ``max_lines`` lines are split into panels (or by ``facet``);
+    ``refs``: values or frames (x, y) as labelled dashed lines; ``theirs`` in a panel of its own."""
+    df, _ = _frame(frame, (x, y, hue, facet), y, "lines")
+    if facet is not None:
+        groups = [(f"{facet} = {v}", df[df[facet] == v]) for v in dict.fromkeys(df[facet])]
+    else:
+        names = list(dict.fromkeys(df[hue].astype(str))) or [""]
+        k = math.ceil(len(names) / max(1, max_lines))
+        size = math.ceil(len(names) / k)
+        groups = [(f"lines {i // size + 1} of {k}" if k > 1 else "",
+                   df[df[hue].astype(str).isin(names[i:i + size])]) for i in range(0, len(names), size)]
+    ours = OURS_TITLE if theirs is not None else ""
+    panels = [(": ".join(filter(None, (ours, t))), d, x, y, hue, True, xlabel or x) for t, d in groups]
+    if theirs is not None:
+        tx = theirs_x or x
+        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, tx, theirs_y or y, theirs_hue or hue, xlabel or tx))
+    fig, axes = _grid(len(panels), ncols=3, w=4.2, h=3.4)
+    for ax, (ptitle, d, px, py, ph, ci, pxlabel) in zip(axes, panels):
+        for h, g in d.groupby(d[ph].astype(str), sort=False):
+            g = g.sort_values(px) if pd.api.types.is_numeric_dtype(g[px]) else g
+            marker = "osD^vPX*"[zlib.crc32(b"m" + h.encode()) % 8]  # a second cue: hashed colours can collide
+            ax.plot(g[px], g[py], marker=marker, ms=5, color=colour(h), label=h)
+            if ci:  # many points: a band reads better than a comb of error bars
+                _ci(ax, g[px].to_numpy(), g, py, colour(h), band=d[px].nunique() > 12)
+        ax.set(title=textwrap.fill(ptitle, 45), xlabel=pxlabel)
+        if logx:  # ticks at the measured x values, written plainly (not 2×10¹)
+            ax.set_xscale("log")
+            ax.set_xticks(np.unique(d[px]), [f"{v:g}" for v in np.unique(d[px])], minor=False)
+            ax.minorticks_off()
+    for ax in axes[1 if theirs is not None else 0:]:  # once all panels are drawn: their y axis is shared
+        _refs(ax, refs, x, y)
+    return _finish(fig, axes, title, ylabel or y)
 
-    A forward-predicting model peaks at k = 0; a copy-last model peaks at k = -1.
-    """
-    return theirs_vs_ours_lines(theirs, ours, x=k, y=c, seed=seed, hue=hue, xlabel="offset k",
-                                ylabel="c_k", title=title, vline=0)
+
+def training_curves(history, *, facet: str = "label", max_panels: int = 12,
+                    best_epochs: Mapping[str, int] | None = None, title: str | None = None) -> Figure:
+    """Train and val loss per epoch, a small panel per configuration (≤ 4 a row), the best epoch marked.
+    ``history``: long (label, epoch, split, loss[, best_epoch]) or wide (label, epoch, train_loss, val_loss)."""
+    h, wide = pd.DataFrame(history), ["train_loss", "val_loss"]
+    if "split" not in h and set(wide) <= set(h):
+        h = h.melt(id_vars=h.columns.difference(wide).tolist(), value_vars=wide, var_name="split", value_name="loss")
+        h["split"] = h["split"].str.removesuffix("_loss")
+    h, _ = _frame(h, (facet, "epoch", "split", "loss"), "loss", "training_curves")
+    h = h.assign(**{facet: h[facet].astype(str)})
+    labels = list(dict.fromkeys(h[facet]))
+    # the best epoch: given (best_epochs, else a best_epoch column), else that of the lowest validation loss
+    given = dict(h.dropna(subset=["best_epoch"]).groupby(facet)["best_epoch"].first()) if "best_epoch" in h else {}
+    given.update(best_epochs or {})
+    fig, axes = _grid(max(1, min(len(labels), max_panels)), ncols=4, w=3.0, h=2.6, sharey=False)
+    if not labels:
+        axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", transform=axes[0].transAxes)
+    for i, (ax, label) in enumerate(zip(axes, labels)):
+        g = h[h[facet] == label]
+        for split, c in (("train", "#0173b2"), ("val", "#de8f05")):
+            s = g[g["split"] == split].sort_values("epoch")
+            ax.plot(s["epoch"], s["loss"], marker="o", ms=3, lw=1.3, color=c, label=split)
+        val = g[g["split"] == "val"]
+        best, what = given.get(label), "best epoch"
+        if best is None and len(val):
+            best, what = val.loc[val["loss"].idxmin(), "epoch"], "lowest val loss"
+        if best is not None:
+            ax.axvline(best, color="0.3", ls=":", lw=1.2, label=what)
+            at = val.loc[val["epoch"] == best, "loss"]
+            ax.plot([best] * len(at), at, marker="*", ms=11, color="#de8f05", mec="black", ls="none", label="_best")
+        ax.set(title=textwrap.fill(label, 30), xlabel="epoch", ylabel="loss" if i % 4 == 0 else "")
+        ax.title.set_fontsize(9)
+    more = f" (first {max_panels} of {len(labels)} configurations)" if len(labels) > max_panels else ""
+    return _finish(fig, axes, (title or "Training and validation loss per epoch") + more)
 
 
-def training_curves(history, *, y: str = "val_cosine", hue: str = "label",
-                    title: str = "Validation cosine per epoch (ours, measured in this run)") -> Figure:
-    """One line per run of ``y`` against the epoch (``lvmlib.experiments.history_frame``)."""
-    import seaborn as sns
-
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    ax = fig.subplots()
-    if history is None or len(history) == 0:
-        _empty_panel(ax, "no epochs recorded")
-        return fig
-    sns.lineplot(data=history, x="epoch", y=y, hue=hue, marker="o", ax=ax)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=3, loc="best")
+def offset_sweep(frame, *, hue: str = "label", facet: str | None = None, title: str | None = None) -> Figure:
+    """c_k = mean cos(ŷ, v[t+k]) against the offset k, k = 0 (the true next vector) marked and each line's
+    peak starred: a forward predictor peaks at k = 0, a copy-last one at k = -1."""
+    fig = lines(frame, x="k", y="c_k", hue=hue, facet=facet, ylabel="c_k", xlabel="offset k  (★ = peak)",
+                title=title or "Offset sweep: mean cos(ŷ, v[t+k])")
+    for ax in fig.axes:
+        ax.axvline(0, color="0.3", ls=":", lw=1, label="_true next")
+        ax.text(0.05, 0.99, "true next", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
+        for line in [ln for ln in ax.lines if not ln.get_label().startswith("_")]:
+            (xs, ys), i = map(np.asarray, line.get_data()), np.nanargmax(line.get_ydata())  # drawn lines have values
+            ax.plot(xs[i], ys[i], "*", ms=13, color=line.get_color(), mec="black", mew=0.5, label="_peak")
+        ax.set_xticks(range(-3, 4))
     return fig

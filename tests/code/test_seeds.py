@@ -98,37 +98,3 @@ def test_frames_carry_source():
         seeds.frame("nope")
     with pytest.raises(ValueError, match="no val_cos"):
         seeds.scaling_long("seed003_mse")
-
-
-def test_plots_theirs_vs_ours():
-    from lvmlib import plots
-
-    plots.set_theme()
-    theirs = seeds.frame("seed003_mse")
-    ours = {"AMN": 0.61, "GRU": 0.6, "LSTM": 0.59}
-    fig = plots.theirs_vs_ours_bar(theirs, ours, y="val_cos", seed="003",
-                                   refs_theirs={"Linear Average": 0.5462})
-    left, right = fig.axes
-    assert left.get_title() == "Theirs (seed report 003, quoted)"
-    assert right.get_title() == "Ours (measured in this run)"
-    assert len(left.patches) == 4 and len(right.patches) == 3
-    assert plots.model_palette(["Transformer"])["Transformer"] == plots.model_palette(
-        ["AMN", "GRU", "Transformer"])["Transformer"]  # a model keeps its colour across figures
-    assert len(set(plots.model_palette([f"m{i}" for i in range(12)]).values())) == 12
-    fig.savefig(io.BytesIO(), format="png")
-
-    # "?" values are not drawn but named; a missing side says so
-    fig = plots.theirs_vs_ours_bar(seeds.frame("seed004_models"), None, x="model", y="r1_pct", seed="004")
-    left, right = fig.axes
-    assert len(left.patches) == 3  # P5, P4, P1 report R@1
-    assert "not reported: " in left.get_xlabel() and "P2 Residual" in left.get_xlabel()
-    assert any(t.get_text() == "not measured yet" for t in right.texts)
-
-    fig = plots.theirs_vs_ours_lines(seeds.scaling_long(), None, x="size_k", y="val_cos", seed="000")
-    assert len(fig.axes[0].lines) >= 4
-    assert fig.axes[0].yaxis.get_ticklabels()[0].get_visible()  # empty "ours" panel keeps shared ticks
-    sweep = [{"model": "GRU", "k": k, "c_k": 0.5 - 0.1 * abs(k)} for k in range(-3, 4)]
-    fig = plots.offset_sweep(None, sweep, seed="004")
-    assert fig.axes[0].texts[0].get_text() == "not reported"
-    with pytest.raises(KeyError, match="ours: missing column"):
-        plots.theirs_vs_ours_bar(None, [{"model": "AMN"}], y="val_cos", seed="003")
