@@ -10,7 +10,6 @@ Run with OMP_WAIT_POLICY=PASSIVE on shared CPUs.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -20,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lvmlib import files, metrics  # noqa: E402
+from lvmlib import evaluation, files  # noqa: E402
 from lvmlib.data import synthetic_bank  # noqa: E402
-from lvmlib.retrieval import ConceptIndex, brute_force_topk  # noqa: E402
+from lvmlib.evaluation import ConceptIndex, brute_force_topk  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):
@@ -50,8 +49,8 @@ def main(argv=None) -> int:
                               noise=0.3, seed=args.seed)
     print(f"bank: {len(bank)} concepts, D={bank.dim}, {n_articles} articles  (built in {t_bank:.1f} s)")
 
-    predict = metrics.linear_average
-    fc, t_total = timed(metrics.five_cat, predict, bank, max_rows=args.sequences, seed=args.seed)
+    predict = evaluation.linear_average
+    fc, t_total = timed(evaluation.five_cat, predict, bank, max_rows=args.sequences, seed=args.seed)
     secs = fc["seconds"]
     tests_total = sum(v for s in ("val", "ood") for v in secs.get(s, {}).values()) + secs.get("E", 0.0)
     print(f"\n5CAT, {fc['splits']['val']['rows']} VAL + {fc['splits']['ood']['rows']} OOD rows (linear average)")
@@ -61,9 +60,9 @@ def main(argv=None) -> int:
     print(f"  tests {tests_total:.2f} s; total with row building and base predictions {t_total:.2f} s "
           f"({'within' if t_total <= 60 else 'OVER'} the 60 s target)")
 
-    seqs = metrics.split_rows(bank, "val", args.sequences, args.seed)
-    pred = metrics.predict_all(predict, seqs.contexts)
-    lcm, t_lcm = timed(metrics.lcm_metrics, pred, seqs, bank)
+    seqs = evaluation.split_rows(bank, "val", args.sequences, args.seed)
+    pred = evaluation.predict_all(predict, seqs.contexts)
+    lcm, t_lcm = timed(evaluation.lcm_metrics, pred, seqs, bank)
     print(f"LCM metrics (CA over the split's {lcm['ca_mean_candidates']:.0f} concepts): {t_lcm:.2f} s")
 
     queries = pred[: args.queries]
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
           f"max score diff {float(np.abs(f_scores - n_scores).max()):.2e}")
 
     if args.json:
-        files.write_json(args.json, metrics.to_jsonable({
+        files.write_json(args.json, files.to_jsonable({
             "args": vars(args), "machine": {"python": platform.python_version(), "processor": platform.processor(),
                                             "numpy": np.__version__},
             "bank_seconds": t_bank,

@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lvmlib.models import build_model, count_parameters  # noqa: E402
-from lvmlib.train import pick_device  # noqa: E402
+from lvmlib.training import pick_device  # noqa: E402
 
 TRAINED = ("amn", "lstm", "gru", "transformer", "graphmert", "base_lcm")
 CEILING_TARGET = {"lstm": 0.70, "transformer": 0.70}

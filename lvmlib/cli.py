@@ -1,17 +1,29 @@
-"""The `lvm` command: data build/card, train, eval, report. Each subcommand lives in its module."""
+"""The `lvm` command, every subcommand in one place.
+
+    lvm data build [options] | lvm data card [BANK]
+    lvm train --params FILE [--resume] [--quiet]
+    lvm eval --checkpoint FILE [--split val|ood] [--json OUT] [--max-rows N]
+    lvm report NOTEBOOK [--params FILE] [--outputs DIR] [--timeout S] | lvm report --index
+    lvm bench {data,models,eval,encode} [args...]
+
+Exit codes (lvmlib.errors): 0 success; 2 bad input or environment (one line naming the file,
+key or line, and what to do; no traceback); 1 an internal error (traceback shown).
+"""
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
+from pathlib import Path
+
+from .errors import EXIT_INPUT, EXIT_INTERNAL, InputError
+
+BENCHMARKS = ("data", "models", "eval", "encode")
 
 
-def data_main(argv: list[str]) -> int:
-    from .data import DEFAULT_BANK, DEFAULT_MAX_ARTICLES, BuildConfig, ChunkerConfig, build_bank, dataset_card, \
-        format_card, load_bank
+def _build_options(b: argparse.ArgumentParser) -> None:
+    from .data import DEFAULT_BANK, DEFAULT_MAX_ARTICLES
     from .data.encode import DEFAULT_ENCODER
-    p = argparse.ArgumentParser(prog="lvm data", description="Build or describe a concept bank.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
     b.add_argument("--corpus", help="JSON lines of articles, plain or .gz (default: $LVM_CORPUS or "
                                     "../shared/corpora/enwiki-2015-25k.jsonl.gz)")
     b.add_argument("--out", default=DEFAULT_BANK, help=f"bank folder (default {DEFAULT_BANK})")
@@ -20,110 +32,205 @@ def data_main(argv: list[str]) -> int:
     b.add_argument("--encoder", default=DEFAULT_ENCODER, help="sentence-transformers name or path")
     b.add_argument("--device", default=None, help="encoder device (default: auto)")
     b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--target-words", type=int, default=60)
-    b.add_argument("--min-words", type=int, default=10)
-    b.add_argument("--max-words", type=int, default=400)
+    for name, default in (("target-words", 60), ("min-words", 10), ("max-words", 400), ("split-seed", 0),
+                          ("shard-size", 2048)):
+        b.add_argument(f"--{name}", type=int, default=default)
     b.add_argument("--val-fraction", type=float, default=0.1)
     b.add_argument("--ood-fraction", type=float, default=0.1)
-    b.add_argument("--split-seed", type=int, default=0)
-    b.add_argument("--shard-size", type=int, default=2048)
     b.add_argument("--skip-bad", action="store_true", help="skip and count malformed corpus lines")
     b.add_argument("--force", action="store_true", help="replace an existing bank built with other settings")
     b.add_argument("--params", help="YAML mapping of any of these options (e.g. corpus: PATH, max_articles: 0); "
                                     "flags given on the command line win")
-    c = sub.add_parser("card", help="print the dataset card of a bank")
-    c.add_argument("bank", nargs="?", default=DEFAULT_BANK)
-    args = p.parse_args(argv)
-    if args.cmd == "build" and args.params:
-        b.set_defaults(**_typed(b, _build_params(args.params, vars(args)), args.params))
-        args = p.parse_args(argv)            # command-line flags override the file
-    if args.cmd == "card":
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lvm", description="lvm-lab: next-concept-vector prediction.")
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="build or describe a concept bank").add_subparsers(dest="data_cmd", required=True)
+    p.build_parser = data.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
+    _build_options(p.build_parser)
+    data.add_parser("card", help="print a bank's dataset card").add_argument("bank", nargs="?", default="data/bank-default")
+    t = sub.add_parser("train", help="train one run spec (see lvmlib/config.py)")
+    t.add_argument("--params", required=True, help="run spec YAML file")
+    t.add_argument("--resume", action="store_true", help="continue from out/last.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    e = sub.add_parser("eval", help="evaluate a checkpoint: cosine with CI, baselines, LCM metrics, 5CAT")
+    e.add_argument("--checkpoint", required=True, help="checkpoint file written by lvm train")
+    e.add_argument("--split", choices=("val", "ood"), default="val")
+    e.add_argument("--json", help="also write the full result document here (atomically)")
+    e.add_argument("--max-rows", type=_positive_int, help="seeded random subset of rows per split")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    r = sub.add_parser("report", help="run a notebook into a versioned HTML report")
+    r.add_argument("notebook", nargs="?", help="the .ipynb to execute")
+    r.add_argument("--params", metavar="FILE", help="YAML mapping of notebook parameters")
+    r.add_argument("--outputs", metavar="DIR", default="outputs", help="outputs root (default: outputs)")
+    r.add_argument("--timeout", metavar="S", type=int, default=1800, help="per-cell timeout in seconds")
+    r.add_argument("--index", action="store_true", help="only rebuild <outputs>/index.html")
+    bench = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _data(args, parser) -> int:
+    from .data import BankError, ChunkerConfig, BuildConfig, build_bank, dataset_card, format_card, load_bank
+    if args.data_cmd == "card":
         print(format_card(dataset_card(load_bank(args.bank))))
         return 0
+    if args.params:
+        args = _with_file_options(args, parser)
+    try:
+        chunker = ChunkerConfig(args.target_words, args.min_words, args.max_words)
+    except ValueError:
+        raise BankError(f"--min-words {args.min_words}, --target-words {args.target_words}, --max-words "
+                        f"{args.max_words}: need 0 < min_words <= target_words <= max_words") from None
     cfg = BuildConfig(corpus=args.corpus, max_articles=args.max_articles or None, skip_bad=args.skip_bad,
-                      encoder=args.encoder, encode_batch_size=args.batch_size, device=args.device,
-                      chunker=ChunkerConfig(args.target_words, args.min_words, args.max_words),
+                      encoder=args.encoder, encode_batch_size=args.batch_size, device=args.device, chunker=chunker,
                       val_fraction=args.val_fraction, ood_fraction=args.ood_fraction,
                       split_seed=args.split_seed, shard_size=args.shard_size)
-    if args.force:
-        _remove_bank(args.out)
-    bank = build_bank(args.out, cfg)
-    print(format_card(dataset_card(bank)))
+    print(format_card(dataset_card(build_bank(args.out, cfg, force=args.force))))   # --force deletes under the lock
     return 0
 
 
+def _with_file_options(args, parser):
+    """`lvm data build --params FILE`: options from a YAML mapping, each checked with its flag's own
+    type; flags given on the command line win. Errors name the file and the key."""
+    from .config import ConfigError, read_yaml
+    build = parser.build_parser
+    values = read_yaml(args.params, what="build params")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{args.params}: build params must be a mapping of option: value")
+    actions = {a.dest: a for a in build._actions if a.dest not in ("help", "params")}
+    options = {}
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise ConfigError(f"{args.params}: unknown build option {key!r}; expected some of {sorted(actions)}")
+        kind = actions[dest].type
+        try:
+            options[dest] = kind(value) if kind is not None and value is not None else value
+        except (TypeError, ValueError):
+            raise ConfigError(f"{args.params}: {key}: {value!r} is not a valid {kind.__name__}") from None
+    build.set_defaults(**options)
+    return parser.parse_args(sys.argv[1:] if args._argv is None else args._argv)
+
+
 def _remove_bank(folder: str) -> None:
-    """--force: delete an existing bank, and only a bank (a folder with an lvm-bank manifest)."""
-    import json
+    """Delete a bank folder, and only a bank (lvmlib.data.build.remove_bank), under its lock.
+
+    No longer used by `lvm data build --force` (build_bank(force=True) deletes under the build's own
+    lock); kept only for tests/data/test_build.py, which imports it. Remove with that import."""
     import shutil
-    from pathlib import Path
-    from .data import BankError
-    manifest = Path(folder) / "manifest.json"
-    if not manifest.exists():
+    from .data.build import remove_bank
+    from .files import folder_lock
+    if not (Path(folder) / "manifest.json").exists():
         return
-    try:
-        is_bank = json.loads(manifest.read_text()).get("format") == "lvm-bank/1"
-    except (json.JSONDecodeError, AttributeError):
-        is_bank = False
-    if not is_bank:
-        raise BankError(f"--force refuses to delete {folder}: its manifest.json is not an lvm bank's")
+    with folder_lock(folder, "lvm data build --force"):
+        remove_bank(folder)
     shutil.rmtree(folder)
 
 
-def _build_params(path: str, known: dict) -> dict:
-    """Options for `lvm data build` from a YAML file; an unknown key is an error naming file and key."""
-    import yaml
-    from .data import BankError
+def _train(args, parser) -> int:
+    import os
+    from .config import read_run_spec
+    from .training import train
+    spec = read_run_spec(args.params)
+    result = train(spec, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:   # the process group is gone by now
+        where = f"  checkpoint {result.checkpoint}" if result.checkpoint else ""
+        print(f"best epoch {result.best_epoch}  val_loss {result.best_val_loss:.6f}  "
+              f"val_cosine {result.best_val_cosine:.4f}  ({result.epochs_run} epochs, {result.optimizer_steps} steps, "
+              f"stopped: {result.stop_reason}, converged: {result.converged}){where}")
+    return 0
+
+
+def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *, seed: int = 0,
+                        device: str = "cpu", n_boot: int = 1000) -> dict:
+    """Load a verified checkpoint and the bank its run spec names (a folder, else one next to the
+    checkpoint), refuse a bank other than the one it trained on, and evaluate."""
+    from . import files
+    from .data import open_bank
+    from .evaluation import EvalError, evaluate, predictor
+    from .training import fingerprint_of, load_checkpoint
+    model, info = load_checkpoint(path, map_location="cpu")
+    data = (info.get("spec") or {}).get("data") or {}
+    if data.get("synthetic") is not None:
+        bank = open_bank({"synthetic": data["synthetic"]})
+    elif data.get("bank"):
+        bank_path = Path(data["bank"])
+        if not bank_path.is_absolute() and not bank_path.exists() and (Path(path).parent / bank_path).exists():
+            bank_path = Path(path).parent / bank_path
+        bank = open_bank({"bank": str(bank_path)})
+    else:
+        raise EvalError(f"{path}: the checkpoint's run spec names no bank (data.bank or data.synthetic)")
+    if bank.manifest.get("fingerprint") != fingerprint_of(info):
+        raise EvalError(f"bank {bank.path or '(in memory)'} has fingerprint {bank.manifest.get('fingerprint')}, but "
+                        f"checkpoint {path} was trained on bank {fingerprint_of(info)}; refusing to evaluate on it")
+    result = evaluate(predictor(model, device=device), bank, split=split, max_rows=max_rows, seed=seed,
+                      train_concepts=data.get("train_concepts"), n_boot=n_boot)
+    result["checkpoint"] = files.to_jsonable({"path": str(path), "bank_fingerprint": fingerprint_of(info),
+                                              "spec": info.get("spec")})
+    return result
+
+
+def _eval(args, parser) -> int:
+    from . import files
+    from .evaluation import format_table
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, max_rows=args.max_rows, seed=args.seed,
+                                 device=args.device)
+    if args.json:  # written before printing, so a closed stdout cannot lose the result
+        files.write_json(args.json, files.to_jsonable(result))
+    print(format_table(result))
+    return 0
+
+
+def _report(args, parser) -> int:
+    from .report import ReportFailed, build_index, run_report
+    if args.index:
+        if args.notebook or args.params:
+            parser.error("lvm report --index takes no notebook or --params")
+        print(build_index(args.outputs))
+        return 0
+    if not args.notebook:
+        parser.error("lvm report needs a NOTEBOOK (or --index)")
     try:
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise BankError(f"{path}: cannot read build params ({e})") from None
-    if not isinstance(values, dict):
-        raise BankError(f"{path}: build params must be a mapping of option: value")
-    options = {str(k).replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(options) - (set(known) - {"cmd", "params"}))
-    if unknown:
-        raise BankError(f"{path}: unknown build option(s) {unknown}; expected some of "
-                        f"{sorted(set(known) - {'cmd', 'params'})}")
-    return options
+        run_dir = run_report(args.notebook, args.params, outputs_root=args.outputs, execution_timeout=args.timeout)
+    except ReportFailed as exc:   # the notebook itself failed: its report is written, marked failed
+        print(f"lvm report: FAILED: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(run_dir / "report.html")
+    return 0
 
 
-def _typed(parser: argparse.ArgumentParser, options: dict, path: str) -> dict:
-    """Convert file values with each option's own argparse type, so they are checked like flags."""
-    from .data import BankError
-    types = {a.dest: a.type for a in parser._actions if a.type is not None}
-    out = {}
-    for key, value in options.items():
-        try:
-            out[key] = types[key](value) if key in types and value is not None else value
-        except (TypeError, ValueError):
-            raise BankError(f"{path}: {key}: {value!r} is not a valid {types[key].__name__}") from None
-    return out
+def _bench(args, parser) -> int:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.name}.py"
+    if not script.is_file():
+        raise InputError(f"{script}: no such benchmark script (benchmarks/ ships with the repository, not the package)")
+    sys.argv = [str(script), *args.args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
 
 
-def _lazy(module: str):
-    def run(argv: list[str]) -> int:
-        import importlib
-        return importlib.import_module(f"lvmlib.{module}").cli_main(argv)
-    return run
-
-
-COMMANDS = {"data": data_main, "train": _lazy("train"), "eval": _lazy("metrics"), "report": _lazy("report")}
+COMMANDS = {"data": _data, "train": _train, "eval": _eval, "report": _report, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import BankError, CorpusError
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print("usage: lvm {data build|data card|train|eval|report} ...  (lvm COMMAND --help for more)",
-              file=sys.stderr)
-        return 2
+    parser = _parser()
+    args = parser.parse_args(argv)      # usage errors: argparse prints them and exits 2
+    args._argv = argv
     try:
-        return COMMANDS[argv[0]](argv[1:]) or 0
-    except (BankError, CorpusError) as e:
-        print(f"lvm {argv[0]}: error: {e}", file=sys.stderr)
-        return 1
+        return COMMANDS[args.command](args, parser) or 0
+    except InputError as e:
+        print(f"lvm {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class TrainSpec:
     plateau_patience: int = 3
     early_stop_patience: int = 6    # epochs without a better val loss before stopping (0: off)
     min_lr: float = 0.0             # plateau: stop (converged) once the LR has decayed below this (0: off)
+    max_steps: int | None = None    # stop after this many optimizer steps (a fixed-compute control; not converged)
     eval_batch_size: int = 1024
     device: str = "auto"            # auto, cpu, cuda, cuda:N, mps
 
@@ -113,7 +114,7 @@ class RunSpec:
 _KIND_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
 _POSITIVE = {"epochs", "batch_size", "eval_batch_size"}
 _NON_NEGATIVE = {"lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience", "early_stop_patience",
-                 "min_lr", "train_concepts", "rows"}
+                 "min_lr", "train_concepts", "rows", "max_steps"}
 
 
 def _typed(value, kind, where: str):

@@ -1,32 +1,67 @@
 """Data pipeline: corpus -> concepts -> vectors -> bank -> ctx-5 sequences."""
+import os
+from pathlib import Path
+
 from .bank import (CONTEXT, SPLITS, Bank, BankError, Sequences, assign_splits, fingerprint, neighbours,
                    random_rotation, sequences, synthetic_bank, train_subset)
 from .build import DEFAULT_MAX_ARTICLES, BuildConfig, build_bank
 from .card import card_figure, dataset_card, format_card
 from .chunk import ChunkerConfig, chunk_article, chunk_paragraph, split_sentences
-from .corpus import CorpusError, CorpusReader, default_corpus
+from .corpus import CorpusError, CorpusReader, default_corpus, repo_root
 from .store import load_bank, save_bank
 
 DEFAULT_BANK = "data/bank-default"  # relative to the repository root; what `make bank` builds
+TINY_BANK = "data/bank-tiny"        # what `make bank-tiny` (and so `make test`) builds
+BANK_ENV = "LVM_BANK"
 
 
-def open_bank(spec) -> Bank:
-    """A bank from a folder path, {"bank": path}, or {"synthetic": {...synthetic_bank kwargs}}."""
+def _from_root(path) -> Path:
+    """A bank path as given if it exists from here, else from the repository root (notebooks run in
+    notebooks/ and name data/bank-default)."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists() and (repo_root() / path).exists():
+        return repo_root() / path
+    return path
+
+
+def resolve_bank(name=None) -> Path:
+    """The bank folder to use: `name` if given; else $LVM_BANK; else data/bank-default if it is
+    built (has a manifest), else data/bank-tiny if it is built; else a BankError saying which
+    `make` target builds one. Relative paths resolve from the repository root when they do not
+    exist from the current folder."""
+    if name is not None:
+        return _from_root(name)
+    env = os.environ.get(BANK_ENV)
+    if env:
+        path = _from_root(env)
+        if not path.is_dir():
+            raise BankError(f"${BANK_ENV}={env}: no bank folder there (build it with `lvm data build --out {env}`, "
+                            f"or unset {BANK_ENV})")
+        return path
+    for candidate in (DEFAULT_BANK, TINY_BANK):
+        path = repo_root() / candidate
+        if (path / "manifest.json").is_file():
+            return path
+    raise BankError(f"no bank: neither {DEFAULT_BANK} nor {TINY_BANK} is built under {repo_root()}, and "
+                    f"${BANK_ENV} is not set. Build one: `make bank` (the default bank, minutes) or "
+                    f"`make bank-tiny` (the tiny test bank, seconds)")
+
+
+def open_bank(spec=None) -> Bank:
+    """A bank from a folder path, {"bank": path}, {"synthetic": {...synthetic_bank kwargs}}, or
+    None: the bank resolve_bank() finds ($LVM_BANK, else data/bank-default, else data/bank-tiny)."""
+    if spec is None:
+        return load_bank(resolve_bank())
     if isinstance(spec, dict) and "synthetic" in spec:
         return synthetic_bank(**(spec["synthetic"] or {}))[0]
     path = spec.get("bank") if isinstance(spec, dict) else spec
     if path is None:
         raise BankError(f"data spec {spec!r} names neither 'bank' nor 'synthetic'")
-    from pathlib import Path
-    from .corpus import repo_root
-    path = Path(path)
-    if not path.is_absolute() and not path.exists() and (repo_root() / path).exists():
-        path = repo_root() / path  # notebooks run in notebooks/; let them name data/bank-default
-    return load_bank(path)
+    return load_bank(_from_root(path))
 
 
-__all__ = ["CONTEXT", "SPLITS", "DEFAULT_BANK", "DEFAULT_MAX_ARTICLES", "Bank", "BankError", "BuildConfig",
-           "ChunkerConfig", "CorpusError", "CorpusReader", "Sequences", "assign_splits", "build_bank",
+__all__ = ["BANK_ENV", "CONTEXT", "DEFAULT_BANK", "DEFAULT_MAX_ARTICLES", "SPLITS", "TINY_BANK", "Bank", "BankError",
+           "BuildConfig", "ChunkerConfig", "CorpusError", "CorpusReader", "Sequences", "assign_splits", "build_bank",
            "card_figure", "chunk_article", "chunk_paragraph", "dataset_card", "default_corpus", "fingerprint",
-           "format_card", "load_bank", "neighbours", "open_bank", "random_rotation", "save_bank", "sequences",
-           "split_sentences", "synthetic_bank", "train_subset"]
+           "format_card", "load_bank", "neighbours", "open_bank", "random_rotation", "resolve_bank", "save_bank",
+           "sequences", "split_sentences", "synthetic_bank", "train_subset"]

@@ -14,7 +14,6 @@ and can never cross an article boundary unless someone asks it to.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

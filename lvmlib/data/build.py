@@ -8,11 +8,13 @@ manifest written, last, so a folder with a manifest is always a complete bank.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from tqdm import tqdm
@@ -21,8 +23,8 @@ from .bank import Bank, BankError, assign_splits
 from .chunk import ChunkerConfig, chunk_article
 from .corpus import CorpusReader, default_corpus, sha256_file
 from .encode import DEFAULT_ENCODER, Encoder
-from ..files import folder_lock, write_json
-from .store import atomic_write, describe, load_bank, read_jsonl, save_layout
+from ..files import LOCK_NAME, folder_lock, write_json
+from .store import FORMAT, atomic_write, describe, load_bank, read_jsonl, save_layout
 
 DEFAULT_MAX_ARTICLES = 300  # ~20k concepts: the default bank, built in minutes on 2 cores
 
@@ -40,6 +42,23 @@ class BuildConfig:
     ood_fraction: float = 0.1
     split_seed: int = 0
     shard_size: int = 2048
+
+    def __post_init__(self):
+        """Refuse settings no build can use, before any work (the CLI flag is named beside the field)."""
+        for name, least in (("shard_size", 1), ("encode_batch_size", 1), ("max_articles", 1)):
+            value = getattr(self, name)
+            if value is None and name == "max_articles":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                flag = "--" + ("batch-size" if name == "encode_batch_size" else name.replace("_", "-"))
+                every = " (or None; 0 on the command line: every article)" if name == "max_articles" else ""
+                raise BankError(f"{name} ({flag}) must be an integer >= {least}{every}, got {value!r}")
+        for name, value in (("corpus", self.corpus), ("encoder", self.encoder)):
+            if not isinstance(value, (str, PurePath)) and not (name == "corpus" and value is None):
+                raise BankError(f"{name} (--{name}) must be a path or name, got {value!r}")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.ood_fraction < 1 and self.val_fraction + self.ood_fraction < 1):
+            raise BankError(f"val_fraction and ood_fraction (--val-fraction, --ood-fraction) must be in [0, 1) with a "
+                            f"sum below 1, got {self.val_fraction} and {self.ood_fraction}")
 
     def corpus_path(self) -> Path:
         return Path(self.corpus) if self.corpus else default_corpus()
@@ -84,6 +103,14 @@ def chunk_corpus(cfg: BuildConfig) -> dict:
             "train_order": train_order, "stats": stats}
 
 
+def _read_plan(path: Path) -> dict | None:
+    """An unfinished build's plan; None (so: start over) if the file is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
 def _shard_path(work: Path, i: int) -> Path:
     return work / "shards" / f"{i:05d}.npy"
 
@@ -104,25 +131,69 @@ def _copy_into(src: Path, dst) -> None:
 
 
 def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
-               encoder: Encoder | None = None) -> Bank:
+               encoder: Encoder | None = None, force: bool = False) -> Bank:
     """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model.
+    `force` first deletes the bank already in `out` (only a bank: see remove_bank).
 
-    The whole build holds `out/.lock`: a second build into the same folder fails at once (FolderInUse)."""
+    The whole build, deletion included, holds `out/.lock`: a second build into the same folder
+    fails at once (FolderInUse). A folder that cannot be created or written is a BankError naming it."""
     cfg = cfg or BuildConfig()
     out = Path(out)
     corpus = cfg.corpus_path()
     if not corpus.is_file():
         raise BankError(f"corpus not found: {corpus} (set --corpus or $LVM_CORPUS)")
-    with folder_lock(out, "lvm data build"):
+    with _claim(out):
+        if force:
+            remove_bank(out)
         return _build(out, cfg, corpus, progress, encoder)
+
+
+@contextlib.contextmanager
+def _claim(out: Path):
+    """Hold `out/.lock` after checking that `out` can be written; under the lock nobody else
+    writes there, so the temp files a killed build left behind are removed."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(out, "lvm data build"))
+            tempfile.TemporaryFile(dir=out).close()
+        except OSError as e:    # a path under a file, a read-only folder, no space...
+            raise BankError(f"{out}: cannot create or write the bank folder ({e.strerror or e}); "
+                            "choose another --out") from None
+        for stale in [*out.glob(".*.tmp"), *(out / ".build").glob("**/.*.tmp")]:
+            stale.unlink(missing_ok=True)
+        yield
+
+
+def remove_bank(folder: str | Path) -> None:
+    """`--force`: delete the bank in `folder`, and only a bank (a manifest of format lvm-bank/1);
+    nothing if it holds no manifest. The folder and its lock file stay (the caller holds the lock).
+    The manifest goes first, so a deletion cut short leaves no folder that claims to be complete."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        is_bank = json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
+        is_bank = False
+    if not is_bank:
+        raise BankError(f"--force refuses to delete {folder}: its manifest.json is not an lvm bank's")
+    manifest.unlink()
+    for entry in folder.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: Encoder | None) -> Bank:
     plan = _plan(cfg, sha256_file(corpus))
     if (out / "manifest.json").exists():
         try:
-            existing = json.loads((out / "manifest.json").read_text()).get("plan")
-        except (json.JSONDecodeError, AttributeError):
+            existing = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("plan")
+        except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
             raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out") from None
         if existing != plan:
             raise BankError(f"{out} already holds a bank built with other settings; "
@@ -131,7 +202,7 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
         return load_bank(out)
 
     work = out / ".build"
-    if (work / "plan.json").exists() and json.loads((work / "plan.json").read_text()) != plan:
+    if (work / "plan.json").exists() and _read_plan(work / "plan.json") != plan:
         print(f"{work}: an unfinished build with other settings; starting over")
         shutil.rmtree(work)
     started = time.time()

@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -33,6 +35,26 @@ def _init_distributed(device_name: str) -> bool:
     return True
 
 
+def _check_device(name: str) -> None:
+    """params.train.device must name a device this machine has: a ConfigError before any work, not a
+    torch error midway."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"params.train.device: {name!r}, but torch {torch.__version__} sees no CUDA device on "
+                          "this machine; use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"params.train.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ConfigError(f"params.train.device: {name!r}, but MPS is not available here; use auto or cpu")
+
+
 def load_data(spec: RunSpec):
     """(bank, train sequences, val sequences) for a spec's data section."""
     data = spec.data
@@ -40,8 +62,29 @@ def load_data(spec: RunSpec):
     return bank, sequences(bank, "train", data.train_concepts), sequences(bank, "val")
 
 
+@contextlib.contextmanager
+def _claim(out: Path):
+    """Hold `out/.lock` for the run (a second run into `out` fails at once: FolderInUse), after
+    checking that `out` can be written; under the lock nobody else writes there, so temp files a
+    killed run left behind are removed."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(files.folder_lock(out, "lvm train"))
+            tempfile.TemporaryFile(dir=out).close()
+        except OSError as e:    # a path under a file, a read-only folder, no space...
+            raise ConfigError(f"params.out: cannot create or write the run folder {out} ({e.strerror or e}); "
+                              "choose another out") from None
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
+
+
 def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
-    """Run the training a spec describes; checkpoints and history go to spec.out (if set)."""
+    """Run the training a spec describes; checkpoints and history go to spec.out (if set).
+
+    With spec.out, rank 0 (the only writer) holds spec.out/.lock for the whole run, taken once the
+    data and model are known to be good (so a bad spec leaves no folder behind)."""
+    _check_device(spec.train.device)
     started_dist = _init_distributed(spec.train.device)
     try:
         rank, _ = dist_info()
@@ -50,16 +93,19 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
         try:
             model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
         except ModelError as e:
-            raise ConfigError(f"model: {e}") from None
+            raise ConfigError(f"params.model: {e}") from None
         out = Path(spec.out) if spec.out else None
-        if out is not None and rank == 0:
-            files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
-        if progress and rank == 0:
-            print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
-                  f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
-        result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress, resume=resume)
-        if out is not None and rank == 0:
-            files.write_json(out / "history.json", files.to_jsonable(result.history))
+        writes = out is not None and rank == 0
+        with _claim(out) if writes else contextlib.nullcontext():
+            if writes:
+                files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
+            if progress and rank == 0:
+                print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
+                      f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
+            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress,
+                         resume=resume)
+            if writes:
+                files.write_json(out / "history.json", files.to_jsonable(result.history))
         return result
     finally:
         if started_dist:

@@ -33,7 +33,7 @@ from ..models import LVM
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 # stop reasons; the first two mean the run converged (it had stopped improving)
-PATIENCE, LR_FLOOR, MAX_EPOCHS, NOTHING_TO_TRAIN = "patience", "lr_floor", "max_epochs", "no_parameters"
+PATIENCE, LR_FLOOR, MAX_EPOCHS, MAX_STEPS, NOTHING_TO_TRAIN = "patience", "lr_floor", "max_epochs", "max_steps", "no_parameters"
 CONVERGED = (PATIENCE, LR_FLOOR, NOTHING_TO_TRAIN)
 
 
@@ -206,14 +206,16 @@ def _check_resumable(last: dict, record: dict, model: LVM, where) -> None:
         raise CheckpointError(f"{where}: has no optimizer state to resume from")
 
 
-def _train_epoch(step_module, trainable, optimizer, schedule, data: _Tensors, order, tcfg, epoch, gen, bar):
-    """One pass over `order`; returns (summed loss, summed parts, rows this rank trained on, steps)."""
+def _train_epoch(step_module, trainable, optimizer, schedule, data: _Tensors, order, tcfg, epoch, gen, bar,
+                 steps_left=None):
+    """One pass over `order` (at most steps_left steps); returns (summed loss, summed parts, rows this
+    rank trained on, steps)."""
     rank, world = dist_info()
     device = data.targets.device
     order_t = torch.as_tensor(order, device=device)
     loss_sum, part_sums, seen, steps = torch.zeros((), device=device), {}, 0, 0
-    for start in bar([s for s in range(0, len(order), tcfg.batch_size)
-                      if min(tcfg.batch_size, len(order) - s) >= world]):
+    starts = [s for s in range(0, len(order), tcfg.batch_size) if min(tcfg.batch_size, len(order) - s) >= world]
+    for start in bar(starts[:steps_left]):
         rows = order_t[start:start + tcfg.batch_size]
         shard = rows[rank::world]
         ctx, tgt, extra = data.batch(shard)
@@ -253,6 +255,8 @@ def _after_epoch(state: _State, ev: dict, epoch: int, tcfg, lr_now: float) -> bo
         state.stop_reason = PATIENCE
     elif tcfg.schedule == "plateau" and tcfg.min_lr > 0 and lr_now < tcfg.min_lr:
         state.stop_reason = LR_FLOOR
+    elif tcfg.max_steps is not None and state.steps >= tcfg.max_steps:
+        state.stop_reason = MAX_STEPS
     elif epoch + 1 >= tcfg.epochs:
         state.stop_reason = MAX_EPOCHS
     return improved
@@ -333,7 +337,7 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     per_epoch = math.ceil(len(train_t) / tcfg.batch_size)
-    schedule = Schedule(optimizer, tcfg, per_epoch * tcfg.epochs)
+    schedule = Schedule(optimizer, tcfg, min(per_epoch * tcfg.epochs, tcfg.max_steps or math.inf))
     best_state = None
     if last is not None:
         optimizer.load_state_dict(last["optimizer"])
@@ -345,7 +349,7 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
         from torch.nn.parallel import DistributedDataParallel
         step_module = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     for epoch in range(len(state.history), tcfg.epochs):
-        if state.stop_reason in CONVERGED:
+        if state.stop_reason in CONVERGED or state.stop_reason == MAX_STEPS:
             break
         t0 = time.perf_counter()
         # everything random in this epoch depends on (seed, epoch, rank) only: resume replays it
@@ -357,7 +361,8 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
         lr = optimizer.param_groups[0]["lr"]
         bar = (lambda s: tqdm(s, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
                               disable=not progress or rank != 0))
-        sums = _train_epoch(step_module, trainable, optimizer, schedule, train_t, order, tcfg, epoch, gen, bar)
+        steps_left = None if tcfg.max_steps is None else tcfg.max_steps - state.steps
+        sums = _train_epoch(step_module, trainable, optimizer, schedule, train_t, order, tcfg, epoch, gen, bar, steps_left)
         loss_sum, part_sums, seen = _all_reduce(*sums[:3])
         state.steps += sums[3]
         ev = validate(objective, val_t, tcfg.eval_batch_size)

@@ -1,7 +1,6 @@
 """lvmlib.seeds: every transcribed number must be found in its source file; plots helpers."""
 from __future__ import annotations
 
-import io
 import math
 import re
 from pathlib import Path

@@ -1,8 +1,27 @@
+import numpy as np
 import pytest
 
+import lvmlib.data
 from lvmlib import cli
-from lvmlib.data import load_bank
+from lvmlib.data import BankError, load_bank, open_bank, resolve_bank, save_bank, synthetic_bank
+from lvmlib.data import build as build_module
+from lvmlib.data.encode import DEFAULT_ENCODER
+from lvmlib.errors import EXIT_INPUT
+from lvmlib.files import folder_lock
 from tests.conftest import tiny_articles, write_corpus
+
+
+class FakeEncoder:
+    """Instant unit vectors, a function of the text: a bank build in well under a second."""
+    def __init__(self, name=DEFAULT_ENCODER, device=None, batch_size=32, **_):
+        self.name, self.batch_size = name, batch_size
+
+    def encode(self, texts):
+        v = np.stack([np.random.default_rng(len(t)).standard_normal(8) for t in texts]).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def settings(self):
+        return {"name": self.name, "batch_size": self.batch_size, "dim": 8}
 
 
 def test_data_build_takes_params_and_flags_win(tmp_path, capsys, monkeypatch):
@@ -20,14 +39,14 @@ def test_data_build_takes_params_and_flags_win(tmp_path, capsys, monkeypatch):
 def test_data_build_params_unknown_key_names_file_and_key(tmp_path, capsys):
     params = tmp_path / "build.yaml"
     params.write_text("max_artciles: 4\n")
-    assert cli.main(["data", "build", "--params", str(params), "--out", str(tmp_path / "b")]) == 1
+    assert cli.main(["data", "build", "--params", str(params), "--out", str(tmp_path / "b")]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "build.yaml" in err and "max_artciles" in err
 
 
 def test_bad_corpus_line_is_a_clean_cli_error(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "bad.jsonl", tiny_articles(2), extra_lines=["{oops"])
-    assert cli.main(["data", "build", "--corpus", str(corpus), "--out", str(tmp_path / "b")]) == 1
+    assert cli.main(["data", "build", "--corpus", str(corpus), "--out", str(tmp_path / "b")]) == EXIT_INPUT
     assert "bad.jsonl:3" in capsys.readouterr().err
     assert not (tmp_path / "b" / "manifest.json").exists()
 
@@ -35,13 +54,84 @@ def test_bad_corpus_line_is_a_clean_cli_error(tmp_path, capsys):
 def test_data_build_params_values_are_type_checked(tmp_path, capsys):
     params = tmp_path / "build.yaml"
     params.write_text("max_articles: lots\n")
-    assert cli.main(["data", "build", "--params", str(params), "--out", str(tmp_path / "b")]) == 1
+    assert cli.main(["data", "build", "--params", str(params), "--out", str(tmp_path / "b")]) == EXIT_INPUT
     assert "max_articles" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, named", [(["--shard-size", "0"], "--shard-size"), (["--batch-size", "0"], "--batch-size"),
+                                          (["--max-articles", "-2"], "--max-articles"),
+                                          (["--min-words", "100"], "--min-words 100"),
+                                          (["--val-fraction", "0.6", "--ood-fraction", "0.5"], "--val-fraction")])
+def test_unusable_build_settings_are_refused_before_any_work(tmp_path, capsys, flags, named):
+    corpus = write_corpus(tmp_path / "c.jsonl", tiny_articles(2))
+    out = tmp_path / "b"
+    assert cli.main(["data", "build", "--corpus", str(corpus), "--out", str(out), *flags]) == EXIT_INPUT
+    assert named in capsys.readouterr().err and not out.exists()
+
+
 def test_force_deletes_only_a_bank(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.jsonl", tiny_articles(2))
     folder = tmp_path / "not-a-bank"
     folder.mkdir()
     (folder / "manifest.json").write_text('{"format": "something else"}')
-    assert cli.main(["data", "build", "--out", str(folder), "--force", "--corpus", str(tmp_path / "x")]) == 1
+    assert cli.main(["data", "build", "--out", str(folder), "--force", "--corpus", str(corpus)]) == EXIT_INPUT
     assert "refuses to delete" in capsys.readouterr().err and (folder / "manifest.json").exists()
+
+
+def test_force_replaces_a_bank_under_the_lock(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(build_module, "Encoder", FakeEncoder)
+    corpus = write_corpus(tmp_path / "c.jsonl", tiny_articles(4))
+    out = tmp_path / "bank"
+    build = ["data", "build", "--corpus", str(corpus), "--out", str(out), "--max-articles", "0"]
+    assert cli.main(build) == 0
+    assert cli.main([*build, "--split-seed", "1"]) == EXIT_INPUT           # other settings, no --force
+    assert "other settings" in capsys.readouterr().err
+    with folder_lock(out, "someone else's build"):                          # --force waits for no one:
+        assert cli.main([*build, "--split-seed", "1", "--force"]) == EXIT_INPUT
+        assert "in use" in capsys.readouterr().err
+    assert load_bank(out).manifest["split"]["seed"] == 0                     # and deleted nothing
+    (out / ".vectors.npy.stale.tmp").write_bytes(b"left by a killed build")
+    assert cli.main([*build, "--split-seed", "1", "--force"]) == 0
+    assert load_bank(out).manifest["split"]["seed"] == 1
+    assert (out / ".lock").exists() and not list(out.glob("*.tmp")) and not (out / ".build").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# The first hour: which bank a notebook uses when its `bank` parameter is None
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A repository root with no bank built, $LVM_BANK unset, and the current folder elsewhere."""
+    monkeypatch.setattr(lvmlib.data, "repo_root", lambda: tmp_path)
+    monkeypatch.delenv("LVM_BANK", raising=False)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    return tmp_path
+
+
+def built(folder):
+    save_bank(synthetic_bank(n_articles=12, length=8, dim=4)[0], folder, {"kind": "synthetic"})
+    return folder
+
+
+def test_resolve_bank_prefers_the_default_bank_then_the_tiny_one(repo):
+    with pytest.raises(BankError, match=r"`make bank` .*`make bank-tiny`"):
+        resolve_bank()
+    built(repo / "data" / "bank-tiny")
+    assert resolve_bank() == repo / "data" / "bank-tiny"
+    (repo / "data" / "bank-default" / ".build").mkdir(parents=True)   # a default bank still being built
+    assert resolve_bank() == repo / "data" / "bank-tiny"
+    built(repo / "data" / "bank-default")
+    assert resolve_bank() == repo / "data" / "bank-default"
+    assert len(open_bank(None)) == 12 * 8
+
+
+def test_resolve_bank_takes_lvm_bank_and_a_given_name_first(repo, monkeypatch):
+    built(repo / "data" / "bank-default")
+    built(repo / "data" / "bank-tiny")
+    monkeypatch.setenv("LVM_BANK", "data/bank-tiny")                 # relative to the root, as in the Makefile
+    assert resolve_bank() == repo / "data" / "bank-tiny"
+    assert resolve_bank("data/bank-default") == repo / "data" / "bank-default"
+    monkeypatch.setenv("LVM_BANK", str(repo / "nowhere"))
+    with pytest.raises(BankError, match=r"\$LVM_BANK=.*nowhere: no bank folder"):
+        resolve_bank()

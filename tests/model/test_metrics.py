@@ -4,13 +4,13 @@ The oracle normalize(ctx[-1] @ R.T) predicts y exactly; copy-last predicts v[t-1
 predictor normalize(ctx[-1] @ (R²).T) predicts v[t+1] (what the original 5CAT effectively scored).
 """
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from lvmlib import metrics as M
+from lvmlib import cli
+from lvmlib import evaluation as M
+from lvmlib.evaluation import core, fivecat
 from lvmlib.data import synthetic_bank
 
 
@@ -74,7 +74,7 @@ def test_offset_rows_stay_in_the_article(syn, val):
 # ---------------------------------------------------------------- C ablations
 def test_shuffle_never_identity_and_order_blind_model_unmoved(syn, val):
     bank, _ = syn
-    perms = M.shuffle_permutations(5000, np.random.default_rng(1))
+    perms = fivecat.shuffle_permutations(5000, np.random.default_rng(1))
     assert not (perms == np.arange(5)).all(axis=1).any()
     assert (np.sort(perms, axis=1) == np.arange(5)).all()
     c = M.ablations(M.linear_average, bank, val)
@@ -84,11 +84,11 @@ def test_shuffle_never_identity_and_order_blind_model_unmoved(syn, val):
 
 def test_leave_one_out_removes_the_slot(syn, val):
     bank, _ = syn
-    assert M.leave_one_out_slots(4).tolist() == [0, 0, 1, 2, 3]
-    assert M.leave_one_out_slots(0).tolist() == [1, 1, 2, 3, 4]
-    assert M.leave_one_out_slots(2).tolist() == [0, 0, 1, 3, 4]
+    assert fivecat.leave_one_out_slots(4).tolist() == [0, 0, 1, 2, 3]
+    assert fivecat.leave_one_out_slots(0).tolist() == [1, 1, 2, 3, 4]
+    assert fivecat.leave_one_out_slots(2).tolist() == [0, 0, 1, 3, 4]
     ctx = val.contexts[:10]
-    dropped = M.leave_one_out(ctx, 4)
+    dropped = fivecat.leave_one_out(ctx, 4)
     assert dropped.shape == ctx.shape and not np.array_equal(dropped, ctx)  # defect 4: not a no-op
     assert np.array_equal(dropped[:, -1], ctx[:, 3])
     c = M.ablations(M.copy_last, bank, val)
@@ -101,7 +101,7 @@ def test_leave_one_out_removes_the_slot(syn, val):
 
 def test_foreign_context_comes_from_another_article(syn, val):
     bank, _ = syn
-    donors = M.foreign_donors(bank, val, np.random.default_rng(0))
+    donors = fivecat.foreign_donors(bank, val, np.random.default_rng(0))
     assert (bank.article[donors] != val.article).all()
     assert (bank.split[donors] == "val").all()
     c = M.ablations(M.copy_last, bank, val, foreign_every_slot=True)
@@ -145,11 +145,11 @@ def test_coherence_bins(syn):
     assert sum(b["val_rows"] for b in e["bins"]) == len(val)
     assert sum(b["ood_rows"] for b in e["bins"]) == len(ood)
     assert e["edges"][0] == -1.0 and e["edges"][-1] == 1.0 and e["gated_bins"] >= 1 and e["pass"]
-    coh = M.context_coherence(val.contexts)
+    coh = fivecat.context_coherence(val.contexts)
     assert coh[0] == pytest.approx(np.mean([val.contexts[0, i] @ val.contexts[0, i + 1] for i in range(4)]), abs=1e-6)
     # OOD predictions that are off in one coherence band must fail that bin
     ood_pred = oracle_of(rot)(ood.contexts)
-    bad = M.context_coherence(ood.contexts) < e["edges"][1]
+    bad = fivecat.context_coherence(ood.contexts) < e["edges"][1]
     ood_pred[bad] = ood.contexts[bad, -1]
     e_bad = M.coherence_bins(oracle_of(rot), bank, val, ood, ood_pred=ood_pred, min_rows=5, n_bins=3)
     assert e_bad["bins"][0]["pass"] is False and not e_bad["pass"]
@@ -179,7 +179,7 @@ def _ca_reference(pred, seqs, bank, pool_rows):
 def test_ca_matches_a_direct_count(syn, val):
     bank, _ = syn
     rng = np.random.default_rng(5)
-    pred = M._unit(val.targets + 0.8 * rng.standard_normal(val.targets.shape).astype(np.float32))
+    pred = core._unit(val.targets + 0.8 * rng.standard_normal(val.targets.shape).astype(np.float32))
     pool = np.flatnonzero(bank.split == "val")
     got = M.lcm_metrics(pred, val, bank, ca_pool="split")
     assert got["ca"] == pytest.approx(_ca_reference(pred, val, bank, pool), abs=1e-9)
@@ -272,12 +272,11 @@ def _fake_checkpoint(monkeypatch, tmp_path, bank, fingerprint):
     bank_dir.mkdir()
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"not read by the fake loader")
-    info = {"params": {"data": {"bank": str(bank_dir), "train_concepts": None}, "model": "linear_average"},
-            "fingerprint": fingerprint}
-    fake_train = types.ModuleType("lvmlib.train")
-    fake_train.load_checkpoint = lambda path, map_location="cpu": (Mean(), info)
-    monkeypatch.setitem(sys.modules, "lvmlib.train", fake_train)
+    info = {"spec": {"data": {"bank": str(bank_dir), "train_concepts": None}, "model": {"name": "linear_average"}},
+            "data": {"fingerprint": fingerprint}}
     import lvmlib.data
+    import lvmlib.training
+    monkeypatch.setattr(lvmlib.training, "load_checkpoint", lambda path, map_location="cpu": (Mean(), info))
     monkeypatch.setattr(lvmlib.data, "load_bank", lambda path: bank, raising=False)
     return ckpt
 
@@ -286,8 +285,8 @@ def test_checkpoint_on_another_bank_is_refused(syn, tmp_path, monkeypatch, capsy
     bank, _ = syn
     ckpt = _fake_checkpoint(monkeypatch, tmp_path, bank, "0123456789abcdef")
     with pytest.raises(M.EvalError, match="fingerprint"):
-        M.evaluate_checkpoint(ckpt)
-    assert M.cli_main(["--checkpoint", str(ckpt)]) == 1
+        cli.evaluate_checkpoint(ckpt)
+    assert cli.main(["eval", "--checkpoint", str(ckpt)]) == 2
     assert "refusing" in capsys.readouterr().err
 
 
@@ -295,29 +294,33 @@ def test_cli_writes_json_atomically(syn, tmp_path, monkeypatch, capsys):
     bank, _ = syn
     ckpt = _fake_checkpoint(monkeypatch, tmp_path, bank, M.bank_fingerprint(bank))
     out = tmp_path / "reports" / "eval.json"
-    assert M.cli_main(["--checkpoint", str(ckpt), "--split", "ood", "--json", str(out), "--max-rows", "50"]) == 0
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--split", "ood", "--json", str(out), "--max-rows", "50"]) == 0
     doc = json.loads(out.read_text())
-    assert doc["split"] == "ood" and doc["rows"] == 50 and doc["checkpoint"]["params"]["model"] == "linear_average"
+    assert doc["split"] == "ood" and doc["rows"] == 50 and doc["checkpoint"]["spec"]["model"]["name"] == "linear_average"
     # the checkpoint's model is the linear average, so it ties with the computed baseline
     assert doc["baselines"]["model_minus"]["linear_average"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temp file left behind
     assert "5CAT gates passed" in capsys.readouterr().out
-    assert M.cli_main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
+
+
+def test_missing_checkpoint_is_an_input_error(tmp_path, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt: no such checkpoint" in capsys.readouterr().err
 
 
 def test_real_checkpoint_round_trip(tmp_path, capsys):
     # with the real trainer's checkpoint format: a synthetic-data checkpoint is evaluated, and the
     # same checkpoint claiming another bank's fingerprint is refused
-    train = pytest.importorskip("lvmlib.train")
-    models = pytest.importorskip("lvmlib.models")
+    from lvmlib import models, training
     synthetic = {"n_articles": 40, "length": 16, "dim": 16, "seed": 4}
     bank = synthetic_bank(**synthetic)[0]
-    params = {"data": {"synthetic": synthetic}, "model": {"name": "linear_average", "options": {}}}
+    spec = {"data": {"synthetic": synthetic}, "model": {"name": "linear_average", "options": {}}}
     model = models.build_model("linear_average", dim=16)
-    good = train.save_checkpoint(tmp_path / "good.pt", model, params=params, fingerprint=bank.manifest["fingerprint"])
-    res = M.evaluate_checkpoint(good, max_rows=30)
+    good = training.save_checkpoint(tmp_path / "good.pt", model, spec=spec,
+                                    data={"fingerprint": bank.manifest["fingerprint"]})
+    res = cli.evaluate_checkpoint(good, max_rows=30)
     assert res["baselines"]["model_minus"]["linear_average"]["mean"] == pytest.approx(0.0, abs=1e-6)
-    bad = train.save_checkpoint(tmp_path / "bad.pt", model, params=params,
-                                fingerprint=synthetic_bank(**{**synthetic, "seed": 5})[0].manifest["fingerprint"])
-    assert M.cli_main(["--checkpoint", str(bad)]) == 1
+    other = synthetic_bank(**{**synthetic, "seed": 5})[0].manifest["fingerprint"]
+    bad = training.save_checkpoint(tmp_path / "bad.pt", model, spec=spec, data={"fingerprint": other})
+    assert cli.main(["eval", "--checkpoint", str(bad)]) == 2
     assert "refusing" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lvmlib.data import synthetic_bank
-from lvmlib.retrieval import ConceptIndex, brute_force_topk
+from lvmlib.evaluation import ConceptIndex, brute_force_topk
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,8 @@ def test_bad_queries_are_refused(bank):
 def test_nearest_context_predictor_recovers_a_repeated_rule():
     """On the rotation bank, the same rule holds in every article, so a val context's nearest
     training contexts (after rotation, nearby starting points) continue almost like it does."""
-    import numpy as np
     from lvmlib.data import sequences, synthetic_bank
-    from lvmlib.retrieval import NearestContextPredictor
+    from lvmlib.evaluation import NearestContextPredictor
     bank, rot = synthetic_bank(n_articles=400, length=12, dim=3, noise=0.0, seed=1)
     val = sequences(bank, "val")
     pred = NearestContextPredictor(bank, k=1)(val.contexts)
@@ -65,7 +64,7 @@ def test_nearest_context_predictor_recovers_a_repeated_rule():
 
 def test_nearest_context_predictor_uses_training_rows_only():
     from lvmlib.data import sequences, synthetic_bank
-    from lvmlib.retrieval import NearestContextPredictor
+    from lvmlib.evaluation import NearestContextPredictor
     bank, _ = synthetic_bank(n_articles=30, length=10, dim=8, seed=2)
     p = NearestContextPredictor(bank, k=3)
     assert p.index.ntotal == len(sequences(bank, "train"))

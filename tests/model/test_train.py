@@ -295,3 +295,19 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     for d, s in zip(ddp, single):
         assert d["train_loss"] == pytest.approx(s["train_loss"], rel=1e-4)
         assert d["val_loss"] == pytest.approx(s["val_loss"], rel=1e-4)
+
+
+def test_stop_reasons_and_step_budget():
+    # the epoch cap while still improving is not convergence; patience is; a step budget stops mid-epoch
+    capped = train(tiny_params(train={**tiny_params()["train"], "epochs": 2}), progress=False)
+    assert capped.stop_reason == "max_epochs" and not capped.converged and capped.optimizer_steps == 2 * 7
+    budget = train(tiny_params(train={**tiny_params()["train"], "max_steps": 10}), progress=False)
+    assert budget.stop_reason == "max_steps" and budget.optimizer_steps == 10 and not budget.converged
+    assert [h["steps"] for h in budget.history] == [7, 3]
+    patient = train(tiny_params(train={**tiny_params()["train"], "epochs": 60, "lr": 3e-2, "early_stop_patience": 2}),
+                    progress=False)
+    assert patient.stop_reason == "patience" and patient.converged and patient.epochs_run < 60
+    assert patient.epochs_run - patient.best_epoch == 2
+    cosine = train(tiny_params(train={**tiny_params()["train"], "schedule": "cosine", "warmup_steps": 4}), progress=False)
+    lrs = [h["lr"] for h in cosine.history]
+    assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]        # warm-up, then decay

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.bank import Bank, check_split
+from ..data.bank import Bank, check_split, sequences
 
 
 def _as_queries(queries, dim: int) -> np.ndarray:
@@ -32,6 +32,13 @@ def _check_k(k: int, size: int) -> int:
     if k > size:
         raise ValueError(f"k={k} but the index holds only {size} concepts")
     return int(k)
+
+
+def _flat_ip_index(vectors: np.ndarray):
+    import faiss  # imported here so the rest of lvmlib works without it
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
 
 
 def brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +61,6 @@ class ConceptIndex:
     """Exact cosine search over the bank (all concepts, or one split's), returning global bank rows."""
 
     def __init__(self, bank: Bank, split: str | None = None):
-        import faiss  # imported here so the rest of lvmlib works without it
         if split is None:
             rows = np.arange(len(bank), dtype=np.int64)
         else:
@@ -62,11 +68,9 @@ class ConceptIndex:
             rows = np.flatnonzero(np.isin(bank.article, bank.articles_in(split))).astype(np.int64)
         if len(rows) == 0:
             raise ValueError(f"no concepts to index (split={split!r})")
-        self.bank = bank
-        self.split = split
+        self.bank, self.split = bank, split
         self.rows = rows  # index position -> global bank row
-        self.index = faiss.IndexFlatIP(bank.dim)
-        self.index.add(np.ascontiguousarray(bank.vectors[rows], dtype=np.float32))
+        self.index = _flat_ip_index(bank.vectors[rows])
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -82,16 +86,9 @@ class ConceptIndex:
         """Vector -> text: per query, its k nearest concepts with score, text, article title and position."""
         scores, ids = self.search(queries, k)
         bank = self.bank
-        out = []
-        for q_scores, q_ids in zip(scores, ids):
-            hits = []
-            for score, row in zip(q_scores, q_ids):
-                article = int(bank.article[row])
-                hits.append({"id": int(row), "score": float(score), "text": bank.text[row],
-                             "article": article, "title": bank.articles[article].get("title"),
-                             "position": int(bank.position[row])})
-            out.append(hits)
-        return out
+        return [[{"id": int(row), "score": float(score), "text": bank.text[row], "article": int(bank.article[row]),
+                  "title": bank.articles[int(bank.article[row])].get("title"), "position": int(bank.position[row])}
+                 for score, row in zip(q_scores, q_ids)] for q_scores, q_ids in zip(scores, ids)]
 
 
 class NearestContextPredictor:
@@ -105,13 +102,10 @@ class NearestContextPredictor:
     """
 
     def __init__(self, bank: Bank, train_concepts: int | None = None, k: int = 8):
-        import faiss
-        from .data.bank import sequences
         train = sequences(bank, "train", train_concepts)
         keys = train.contexts.reshape(len(train), -1)
         self.keys_norm = np.linalg.norm(keys, axis=1, keepdims=True)
-        self.index = faiss.IndexFlatIP(keys.shape[1])
-        self.index.add(np.ascontiguousarray(keys / self.keys_norm, dtype=np.float32))
+        self.index = _flat_ip_index(keys / self.keys_norm)
         self.next = train.targets
         self.k = _check_k(k, len(train))
 
@@ -119,6 +113,5 @@ class NearestContextPredictor:
         q = np.asarray(contexts, dtype=np.float32).reshape(len(contexts), -1)
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
         scores, ids = self.index.search(np.ascontiguousarray(q), self.k)
-        weights = np.clip(scores, 1e-6, None)[..., None]
-        pred = (self.next[ids] * weights).sum(axis=1)
+        pred = (self.next[ids] * np.clip(scores, 1e-6, None)[..., None]).sum(axis=1)
         return pred / np.linalg.norm(pred, axis=1, keepdims=True)

@@ -1,0 +1,11 @@
+"""Evaluation of a next-concept predictor: mean cosine with a bootstrap CI and the computed baselines
+(core), 5CAT tests A-E with their gates (fivecat), Meta-LCM peer metrics (lcm), FAISS decoding
+(retrieval), and `evaluate`, which puts them in one JSON document (document). `lvm eval` is
+lvmlib.eval_cli."""
+from .core import (BATCH, EvalError, LinearBaseline, Predict, bootstrap_mean, compare_to_baselines, copy_last,
+                   fit_baselines, fit_position_weighted, fit_residual_ridge, global_mean, linear_average,
+                   mean_cosine, predict_all, predictor, row_cosine, split_rows, train_target_mean)
+from .document import SCHEMA, bank_fingerprint, evaluate, format_table
+from .fivecat import ablations, coherence_bins, five_cat, in_article_rank, offset_sweep, rollout
+from .lcm import lcm_metrics
+from .retrieval import ConceptIndex, NearestContextPredictor, brute_force_topk

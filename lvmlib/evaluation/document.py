@@ -1,0 +1,146 @@
+"""One evaluation document (mean cosine + CI, baselines, LCM metrics, 5CAT) and its readable table."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import files
+from ..data.bank import CONTEXT, Bank, check_split, fingerprint
+from .core import BATCH, Predict, compare_to_baselines, fit_baselines
+from .fivecat import OFFSETS, _five_cat, _prepare
+from .lcm import lcm_metrics
+
+SCHEMA = "lvm-eval/1"
+
+
+def bank_fingerprint(bank: Bank) -> str:
+    """Content fingerprint of the bank as it is in memory (vectors, layout, splits)."""
+    return fingerprint(bank.vectors, bank.article, bank.position, [a["split"] for a in bank.articles])
+
+
+def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_splits=("val", "ood"),
+             max_rows: int | None = None, seed: int = 0, train_mean: np.ndarray | None = None,
+             train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
+             ca_pool: str = "split", foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
+    """Mean cosine + CI, baselines, LCM metrics on `split`, and 5CAT on `five_cat_splits`, as one
+    JSON-able document. Rows of a split are the same everywhere (seeded subset when max_rows).
+    Baselines are fitted on the TRAIN windows of `train_concepts` unless `baselines` (fit_baselines)
+    is given.
+
+    Layout: {schema, split, rows, max_rows, seed, train_concepts,
+             bank: {fingerprint, path, concepts, dim},
+             mean_cosine: {mean, ci_low, ci_high, n},
+             baselines: {model|<baseline>: {mean, ci_low, ci_high, n},
+                         model_minus: {<baseline>: {...paired CI}},
+                         fitted: {position_weighted: {weights}, residual_ridge: {weights, lam, holdout_cos, ...}}},
+             lcm: {l2, ca, ca_pool, par_mean, par_median, ...},
+             five_cat: {splits: {val|ood: {rows, gate_set, A, B, C, D}}, E, summary, seconds}}
+    with <baseline> = linear_average, copy_last, global_mean, position_weighted, residual_ridge.
+    Every test dict carries "gates": {name: {value, op, threshold, pass}} and "pass".
+    (lvmlib.eval_cli.evaluate_checkpoint adds "checkpoint": {path, bank_fingerprint, params}.)"""
+    check_split(split)
+    baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
+    prepared = _prepare(predict, bank, list(dict.fromkeys([split, *five_cat_splits])), max_rows, seed, batch_size)
+    seqs, pred = prepared[split]
+    base = compare_to_baselines(predict, bank, seqs, baselines=baselines, n_boot=n_boot, seed=seed, pred=pred)
+    return files.to_jsonable({
+        "schema": SCHEMA, "split": split, "rows": len(seqs), "max_rows": max_rows, "seed": seed,
+        "bank": {"fingerprint": bank_fingerprint(bank), "path": str(bank.path) if bank.path else None,
+                 "concepts": len(bank), "dim": bank.dim},
+        "train_concepts": train_concepts,
+        "mean_cosine": base["model"],
+        "baselines": base,
+        "lcm": lcm_metrics(pred, seqs, bank, ca_pool=ca_pool, seed=seed),
+        "five_cat": _five_cat(predict, bank, {s: prepared[s] for s in five_cat_splits}, seed=seed,
+                              foreign_every_slot=foreign_every_slot, batch_size=batch_size),
+    }, where="evaluation")
+
+
+def _mark(ok) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _num(x, fmt: str = ".4f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def _ci(d: dict) -> str:
+    return f"{_num(d['mean'])}  [{_num(d['ci_low'])}, {_num(d['ci_high'])}]"
+
+
+def format_table(result: dict) -> str:
+    """A readable report of an evaluate() document, with PASS/FAIL marks on every 5CAT gate."""
+    bank = result.get("bank", {})
+    lines = [f"lvm eval  split={result.get('split')}  rows={result.get('rows')}  "
+             f"bank={bank.get('fingerprint')} ({bank.get('concepts')} concepts, D={bank.get('dim')})"]
+    if "checkpoint" in result:
+        lines.append(f"checkpoint {result['checkpoint'].get('path')}")
+    if "baselines" in result:
+        b = result["baselines"]
+        lines += ["", f"{'mean cosine [95% CI]':<54}model − baseline [paired 95% CI]",
+                  f"  {'model':<20}{_ci(b['model']):<32}"]
+        lines += [f"  {name:<20}{_ci(b[name]):<32}{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+                  for name, d in b["model_minus"].items()]
+        fitted = b.get("fitted", {})
+        if "residual_ridge" in fitted:
+            f = fitted["residual_ridge"]
+            lines.append(f"  (fitted on TRAIN: slot weights {' '.join(f'{w:+.3f}' for w in f['weights'])}; "
+                         f"ridge λ {f['lam']:g})")
+    if "lcm" in result:
+        m = result["lcm"]
+        lines += ["", f"LCM peer metrics: l2 {_num(m['l2'])}   CA {_num(m['ca'])} (pool {m['ca_pool']}, "
+                      f"~{_num(m['ca_mean_candidates'], '.0f')} candidates)   PAR mean {_num(m['par_mean'])} "
+                      f"median {_num(m['par_median'])} ({m['par_undefined_rows']} rows undefined)"]
+    fc = result.get("five_cat", result if "splits" in result else None)
+    if fc:
+        lines += ["", *_five_cat_lines(fc)]
+    return "\n".join(lines)
+
+
+def _five_cat_lines(fc: dict) -> list[str]:
+    splits = list(fc["splits"])
+
+    def gate(test, name):
+        def cell(res):
+            g = res[test]["gates"][name]
+            return f"{_num(g['value'])} {g['op']}{g['threshold']:g} {_mark(g['pass'])}"
+        return cell
+
+    rows = [("A offset sweep   c0", gate("A", "c0")),
+            ("                 margin", gate("A", "margin")),
+            ("                 peak offset", lambda r: f"{r['A']['peak_offset']:+d}"),
+            ("                 c-3 .. c+3", lambda r: " ".join(_num(r["A"]["c"][str(k)], "+.2f") for k in OFFSETS)),
+            ("B in-article     R@1", gate("B", "r1")),
+            ("                 R@5", gate("B", "r5")),
+            ("                 MRR", gate("B", "mrr")),
+            ("                 chance R@1 / R@5",
+             lambda r: f"{r['B']['chance']['r1']:.3f} / {r['B']['chance']['r5']:.3f}"),
+            ("C ablations Δcos shuffle", gate("C", "shuffle")),
+            ("                 reverse", gate("C", "reverse")),
+            ("                 leave-out last", gate("C", "leave_one_out_last")),
+            ("                 leave-out 0..3", lambda r: " ".join(
+                f"{r['C']['leave_one_out'][str(i)]['delta']:+.2f}" for i in range(CONTEXT - 1))),
+            ("                 repeat-pad", gate("C", "repeat_pad")),
+            ("                 foreign last", gate("C", "foreign_last")),
+            ("D rollout        mean", gate("D", "mean")),
+            ("                 per step h=0..4", lambda r: " ".join(_num(v, "+.2f") for v in r["D"]["per_step"])),
+            ("tests A B C D", lambda r: " ".join(_mark(r[t]["pass"]) for t in "ABCD"))]
+    table = [[label] + [cell(fc["splits"][s]) for s in splits] for label, cell in rows]
+    header = ["5CAT"] + [f"{s.upper()} ({fc['splits'][s]['rows']} rows)" for s in splits]
+    widths = [max(len(r[i]) for r in table + [header]) + 2 for i in range(len(header))]
+    fmt = lambda cells: "".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip()
+    lines = [fmt(header), "-" * sum(widths)] + [fmt(r) for r in table]
+    e = fc.get("E", {})
+    if "bins" in e:
+        lines.append(f"E coherence bins (edges: {e['edge_rule']}; gated where both splits have >= {e['min_rows']} rows)")
+        for b in e["bins"]:
+            delta = "—" if b["delta"] is None else f"{b['delta']:+.4f}"
+            lines.append(f"    [{b['lo']:+.3f}, {b['hi']:+.3f})  VAL {_num(b['val_cos'])} ({b['val_rows']})  "
+                         f"OOD {_num(b['ood_cos'])} ({b['ood_rows']})  Δ {delta}  {_mark(b['pass'])}")
+        g = e["gates"]["max_abs_delta"]
+        lines.append(f"  E: max |Δ| {_num(g['value'])} <= {g['threshold']:g} over {e['gated_bins']} gated bins  "
+                     f"{_mark(e['pass'])}")
+    else:
+        lines.append(f"E: {e.get('skipped', 'not run')}")
+    sm = fc.get("summary", {})
+    lines.append(f"5CAT gates passed: {sm.get('passed')}/{sm.get('total')}")
+    return lines

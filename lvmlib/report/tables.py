@@ -1,0 +1,103 @@
+"""Tables the notebooks show, built from run rows and evaluation documents (lvmlib.runs).
+
+Numbers are shown to 3 decimals and intervals as `0.543 [0.536, 0.550]`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def fmt_ci(mean, low, high, digits: int = 3) -> str:
+    """`0.543 [0.536, 0.550]`; just the mean when there is no interval."""
+    if mean is None or pd.isna(mean):
+        return "—"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a t-interval over seeds; one value gives no interval (NaN bounds)."""
+    x = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan
+    if len(x) == 1:
+        return float(x[0]), np.nan, np.nan
+    half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), level: float = 0.95) -> pd.DataFrame:
+    """One row per configuration: the number of seeds, and per metric its mean with a t-interval
+    over seeds (columns m, m_low, m_high; with one seed, the row's own interval if it has one). Compute columns (params, steps, seconds) are averaged;
+    `converged` is true only if every seed converged."""
+    df = pd.DataFrame(rows)
+    out = []
+    for key, group in df.groupby(by, sort=False):
+        entry = dict(zip([by] if isinstance(by, str) else by, key if isinstance(key, tuple) else (key,)))
+        entry["seeds"] = len(group)
+        for m in metrics:
+            entry[m], entry[f"{m}_low"], entry[f"{m}_high"] = t_interval(group[m], level)
+            if len(group) == 1 and f"{m}_low" in group:    # one seed: keep the row bootstrap's interval
+                entry[f"{m}_low"], entry[f"{m}_high"] = group[f"{m}_low"].iloc[0], group[f"{m}_high"].iloc[0]
+        for col in ("params", "optimizer_steps", "train_seconds", "best_epoch", "epochs"):
+            if col in group:
+                entry[col] = group[col].mean()
+        if "converged" in group:
+            entry["converged"] = bool(group["converged"].all())
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def with_cis(summary: pd.DataFrame, metrics, names: dict | None = None) -> pd.DataFrame:
+    """The summary's metrics as `mean [low, high]` strings (for display), other columns kept."""
+    out = summary.drop(columns=[c for m in metrics for c in (f"{m}_low", f"{m}_high")], errors="ignore").copy()
+    for m in metrics:
+        out[m] = [fmt_ci(r[m], r.get(f"{m}_low"), r.get(f"{m}_high")) for _, r in summary.iterrows()]
+    return out.rename(columns=names or {})
+
+
+def history_frame(fits: dict) -> pd.DataFrame:
+    """Per-epoch training history of several runs, long form (label, epoch, split, loss, val_cosine)."""
+    rows = []
+    for label, result in fits.items():
+        for h in result.history:
+            for split in ("train", "val"):
+                if h.get(f"{split}_loss") is not None:
+                    rows.append({"label": label, "epoch": h.get("epoch"), "split": split, "loss": h[f"{split}_loss"],
+                                 "val_cosine": h.get("val_cosine")})
+    return pd.DataFrame(rows)
+
+
+def _pf(test: dict) -> str:
+    return "PASS" if test["pass"] else "fail"
+
+
+def five_cat_table(evals: dict) -> pd.DataFrame:
+    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail, and the
+    gates passed out of one denominator (every gate of both splits)."""
+    rows = []
+    for label, ev in evals.items():
+        fc = ev["five_cat"]
+        for split, res in fc["splits"].items():
+            a, b, c, d = res["A"], res["B"], res["C"], res["D"]
+            rows.append({
+                "label": label, "split": split.upper(), "rows": res["rows"],
+                "A c0": a["c0"], "A margin": a["margin"], "A peak k": a["peak_offset"], "A": _pf(a),
+                "B R@1": b["r1"], "B R@5": b["r5"], "B MRR": b["mrr"], "B": _pf(b),
+                "C shuffle": c["shuffle"]["delta"], "C reverse": c["reverse"]["delta"],
+                "C leave-last-out": c["leave_one_out"]["4"]["delta"], "C repeat-pad": c["repeat_pad"]["delta"],
+                "C foreign": c["foreign"]["4"]["delta"], "C": _pf(c), "D rollout": d["mean"], "D": _pf(d),
+                "E": _pf({"pass": fc["E"]["pass"]}),
+                "gates passed": f"{fc['summary']['passed']}/{fc['summary']['total']}",
+            })
+    return pd.DataFrame(rows)
+
+
+def offset_sweep_frame(evals: dict) -> pd.DataFrame:
+    """Long form (label, split, k, c_k) of 5CAT A for plotting c_k against the offset k."""
+    return pd.DataFrame([{"label": label, "split": split.upper(), "k": int(k), "c_k": c}
+                         for label, ev in evals.items() for split, res in ev["five_cat"]["splits"].items()
+                         for k, c in res["A"]["c"].items()])
