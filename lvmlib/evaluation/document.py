@@ -131,7 +131,8 @@ def _five_cat_lines(fc: dict) -> list[str]:
     lines = [fmt(header), "-" * sum(widths)] + [fmt(r) for r in table]
     e = fc.get("E", {})
     if "bins" in e:
-        lines.append(f"E coherence bins (edges: {e['edge_rule']}; gated where both splits have >= {e['min_rows']} rows)")
+        lines.append(f"E coherence bins, a sanity check, not a gate (edges: {e['edge_rule']}; checked where both "
+                     f"splits have >= {e['min_rows']} rows)")
         for b in e["bins"]:
             delta = "—" if b["delta"] is None else f"{b['delta']:+.4f}"
             lines.append(f"    [{b['lo']:+.3f}, {b['hi']:+.3f})  VAL {_num(b['val_cos'])} ({b['val_rows']})  "
@@ -142,5 +143,5 @@ def _five_cat_lines(fc: dict) -> list[str]:
     else:
         lines.append(f"E: {e.get('skipped', 'not run')}")
     sm = fc.get("summary", {})
-    lines.append(f"5CAT gates passed: {sm.get('passed')}/{sm.get('total')}")
+    lines.append(f"5CAT gates passed: {sm.get('passed')}/{sm.get('total')} (A-D on each split)")
     return lines
