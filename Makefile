@@ -44,7 +44,7 @@ reports: bank
 	@echo "reports: outputs/index.html"
 
 test: setup bank-tiny
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	LVM_BANK=$(TINY_BANK) $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests

@@ -114,7 +114,9 @@ def _with_file_options(args, parser):
         dest = str(key).replace("-", "_")
         if dest not in actions:
             raise ConfigError(f"{args.params}: unknown build option {key!r}; expected some of {sorted(actions)}")
-        kind = actions[dest].type
+        kind = actions[dest].type or (None if isinstance(actions[dest].default, bool) else str)
+        if kind is str and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{args.params}: {key}: {value!r} must be a string")
         try:
             options[dest] = kind(value) if kind is not None and value is not None else value
         except (TypeError, ValueError):
@@ -184,6 +186,10 @@ def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *
 def _eval(args, parser) -> int:
     from . import files
     from .evaluation import format_table
+    if args.json:   # a destination that cannot be written fails now, not after the whole evaluation
+        files.check_writable(Path(args.json).parent, what=f"--json {args.json}: its folder")
+        if Path(args.json).is_dir():
+            raise InputError(f"--json {args.json}: is a folder; give a file name")
     result = evaluate_checkpoint(args.checkpoint, split=args.split, max_rows=args.max_rows, seed=args.seed,
                                  device=args.device)
     if args.json:  # written before printing, so a closed stdout cannot lose the result

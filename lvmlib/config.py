@@ -45,7 +45,9 @@ def read_yaml(path, *, what: str = "params") -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or 'unparsable'})") from None
     return {} if value is None else value
 
 
@@ -186,8 +188,23 @@ def _check(spec: RunSpec, curriculum_config, loss_config) -> None:
         raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {spec.train.schedule!r}")
     if not 0 < spec.train.plateau_factor < 1:
         raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {spec.train.plateau_factor}")
+    _check_model(spec.model)
     loss_config(spec.loss, where="params.loss")
     curriculum_config(spec.curriculum, where="params.curriculum")
+
+
+def _check_model(model: ModelSpec) -> None:
+    """A known model name and only options its builder takes (cheap: nothing is built here)."""
+    from . import models
+    if model.name not in models.CORES:
+        raise ConfigError(f"params.model.name: unknown model {model.name!r}; expected one of {sorted(models.CORES)}")
+    known = (set(inspect.signature(models.CORES[model.name]).parameters) - {"in_dim", "out_dim"}
+             | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head"}
+             | set(models.FLOW_DEFAULTS) | set(getattr(models, "ENERGY_DEFAULTS", {})))
+    unknown = sorted(set(model.options) - known)
+    if unknown:
+        raise ConfigError(f"unknown key params.model.options.{unknown[0]} for model {model.name!r}; "
+                          f"expected some of {sorted(known)}")
 
 
 def read_run_spec(path) -> RunSpec:

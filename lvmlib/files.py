@@ -22,15 +22,26 @@ class FolderInUse(InputError):
     """Another process holds the folder's lock (a build or run writing into it)."""
 
 
+def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """Create `folder` if needed and prove a file can be written there, or raise InputError naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:    # a path under a file, a read-only folder, no space...
+        raise InputError(f"{what} {folder}: cannot create or write it ({e.strerror or e}); choose another") from None
+    return folder
+
+
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, purpose: str):
+def folder_lock(folder: str | os.PathLike, purpose: str, what: str = "folder"):
     """Hold `folder/.lock` exclusively (flock) for the block, or raise FolderInUse at once.
 
     The kernel drops the lock when its holder exits, however it dies, so a lock left by a killed
     process is simply taken over. The file is kept (unlinking it would race with a waiter that
-    opened it); while held it says who holds it: pid, command, purpose, start time."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    opened it); while held it says who holds it: pid, command, purpose, start time. Under the
+    lock nobody else writes into the folder, so temp files a killed writer left are removed."""
+    folder = check_writable(folder, what)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+", encoding="utf-8") as f:
         try:
@@ -47,6 +58,8 @@ def folder_lock(folder: str | os.PathLike, purpose: str):
         f.write(json.dumps({"pid": os.getpid(), "command": sys.argv, "purpose": purpose,
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
         f.flush()
+        for stale in folder.glob("**/.*.tmp"):
+            stale.unlink(missing_ok=True)
         yield folder          # closing the file releases the lock
 
 

@@ -1,7 +1,8 @@
 """Training losses for next-concept-vector prediction, and the weighted objective built from them.
 
 Terms (weights and warm-ups from the `loss:` section of the params):
-    mse         mean squared error of the RAW output vs the target (base_lcm: every position)
+    mse         mean squared error of the RAW output vs the target (base_lcm: every position, unless
+                all_positions: false, which scores the last position only)
     cosine      mean(1 - cos(y_hat, y))
     info_nce    symmetric InfoNCE with in-batch negatives, temperature tau:
                 (CE(y_hat . t^T / tau) + CE(t . y_hat^T / tau)) / 2   (the two directions averaged)
@@ -21,6 +22,12 @@ Terms (weights and warm-ups from the `loss:` section of the params):
                 model is trained by this term only: mse, cosine, info_nce, info_nce_hard, guard,
                 anti_copy and rollout would all need the SAMPLED prediction (flow_steps x
                 flow_samples passes through the head, per step), so they are refused with it.
+    energy      energy score of a model built with head="energy" (model.energy_loss): a proper
+                scoring rule over the head's samples (CALM, 2025). Like flow, it is the only term such
+                a model is trained by (the prediction terms are refused with it).
+    all_positions  (true/false, default true) for a model that predicts every position (base_lcm
+                without a generative head): mse over all 5 positions (position i predicts ctx[i+1],
+                the last predicts the target; Base-LCM's recipe), or with false over the last only.
     context_drop  augmentation: each context slot is zeroed with probability p (training only).
 
 A term with `start_epoch: k` is switched on from epoch index k (0-based), i.e. after k warm-up
@@ -51,6 +58,8 @@ LOSS_DEFAULTS = {
                       "start_epoch": 0},
     "flow": 0.0,
     "context_drop": 0.0,
+    "energy": 0.0,
+    "all_positions": True,
 }
 # terms that act on the (deterministic) prediction: refused with a flow head, see the docstring
 PREDICTION_TERMS = ("mse", "cosine", "info_nce", "info_nce_hard", "guard", "anti_copy", "rollout")
@@ -96,6 +105,8 @@ def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     for term in ("guard", "anti_copy", "rollout", "info_nce_hard"):
         if cfg[term]["weight"] < 0 or cfg[term]["start_epoch"] < 0:
             raise LossConfigError(f"{where}.{term}: weight and start_epoch must be >= 0")
+    if cfg["energy"] < 0:
+        raise LossConfigError(f"{where}.energy must be >= 0, got {cfg['energy']}")
     if cfg["tau"] <= 0:
         raise LossConfigError(f"{where}.tau must be > 0, got {cfg['tau']}")
     if not 0 <= cfg["context_drop"] < 1:
@@ -239,6 +250,17 @@ class Objective(nn.Module):
                 raise LossConfigError("a head='flow' model needs loss.flow > 0 (e.g. loss: {mse: 0.0, flow: 1.0})")
         elif self.cfg["flow"] > 0:
             raise LossConfigError("loss.flow > 0 needs a model built with head='flow'")
+        self.energy_model = getattr(model, "head", None) == "energy"
+        if self.energy_model:
+            on = [k if not isinstance(self.cfg[k], dict) else f"{k}.weight" for k in PREDICTION_TERMS
+                  if self.weight(k, None) > 0]
+            if on:
+                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='energy' model: it is trained "
+                                      "by loss.energy only (set them to 0, e.g. loss: {mse: 0.0, energy: 1.0})")
+            if self.cfg["energy"] <= 0:
+                raise LossConfigError("a head='energy' model needs loss.energy > 0 (e.g. loss: {mse: 0.0, energy: 1.0})")
+        elif self.cfg["energy"] > 0:
+            raise LossConfigError("loss.energy > 0 needs a model built with head='energy'")
 
     @property
     def needs_future(self) -> bool:
@@ -272,11 +294,13 @@ class Objective(nn.Module):
         model_in = drop_context(contexts, self.cfg["context_drop"], generator) if training else contexts
         if self.flow_model:
             return self._flow_forward(model_in, targets, epoch, generator)
+        if self.energy_model:
+            return self._energy_forward(model_in, targets, epoch, generator)
         parts = {}
         total = contexts.new_zeros(())
 
         w = self.weight("mse", epoch)
-        if self.model.predicts_every_position:
+        if self.model.predicts_every_position and self.cfg["all_positions"]:
             # base_lcm: position i predicts ctx[i+1]; the last position predicts the target
             raw_all = self.model.raw_all(model_in)
             raw = raw_all[:, -1]
@@ -330,3 +354,17 @@ class Objective(nn.Module):
             with torch.no_grad():
                 pred = F.normalize(self.model.flow.sample(c.detach()), dim=-1)
         return w * flow, {"flow": flow.detach()}, pred
+
+    def _energy_forward(self, model_in, targets, epoch, generator):
+        """A head='energy' model: the energy score; at validation also the (seeded) mean-of-samples predictions."""
+        if generator is None:
+            # a fixed stream, so a validation loss is a function of the weights only
+            generator = torch.Generator(device=targets.device).manual_seed(FLOW_VAL_SEED)
+        c = self.model.condition(model_in)
+        energy = self.model.energy.loss(c, targets, generator)
+        w = self.weight("energy", epoch)
+        pred = None
+        if epoch is None:     # validation: the prediction the model makes (energy_samples draws, averaged)
+            with torch.no_grad():
+                pred = F.normalize(self.model.energy.sample(c.detach()), dim=-1)
+        return w * energy, {"energy": energy.detach()}, pred

@@ -24,6 +24,12 @@ Options any model takes:
                            is trained by model.flow_loss(ctx, y, generator) (the loss term `flow`).
                            Options flow_hidden=512, flow_layers=3, flow_steps=10, flow_samples=1,
                            flow_noise=1.0, flow_seed=0. Default head=None: the core's output is raw.
+    head="energy"          a generative head trained with the energy score (see EnergyHead, as in
+                           CALM, 2025): the core's output is the condition c and the head maps
+                           (c, noise) -> a sample; model.raw(ctx) is the mean of energy_samples seeded
+                           draws; trained by model.energy_loss(ctx, y, generator) (the loss term
+                           `energy`). Options energy_hidden=256, energy_layers=2, energy_noise_dim=64,
+                           energy_train_samples=4, energy_samples=8, energy_beta=1.0, energy_seed=0.
 
 Parameter counts at D=768 (no options), matching SPEC's table:
     amn 1,510,912   lstm 5,120,768   gru 7,095,552   transformer 17,867,520   graphmert 67,352,832
@@ -302,7 +308,7 @@ CORES = {
 
 FLOW_DEFAULTS = {"flow_hidden": 512, "flow_layers": 3, "flow_steps": 10, "flow_samples": 1,
                  "flow_noise": 1.0, "flow_seed": 0}
-HEADS = (None, "flow")
+HEADS = (None, "flow", "energy")
 TIME_DIM = 64   # sinusoidal features of the flow time t
 
 
@@ -387,12 +393,94 @@ class FlowHead(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------
+# Generative head: the energy score (a proper scoring rule over samples), on top of any core.
+
+ENERGY_DEFAULTS = {"energy_hidden": 256, "energy_layers": 2, "energy_noise_dim": 64, "energy_train_samples": 4,
+                   "energy_samples": 8, "energy_beta": 1.0, "energy_seed": 0}
+
+
+class EnergyHead(nn.Module):
+    """A sampler g(c, eps) -> x trained with the energy score, as in "Continuous Autoregressive
+    Language Models" (CALM, 2025): for m >= 2 samples x_1..x_m of one row and its target y,
+
+        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta,
+
+    an unbiased estimate of E||X - y||^beta - 1/2 E||X - X'||^beta, which is minimised in
+    expectation exactly when the samples follow the true conditional distribution of y (a strictly
+    proper scoring rule for 0 < beta < 2; beta = 1 here). Distances are in target units.
+
+    Sampler: x = c + MLP([LayerNorm(c) | eps]) / sqrt(D), eps ~ N(0, I_noise_dim); the MLP is
+    Linear(hidden) -> SiLU, layers-1 residual blocks h += SiLU(Linear(LayerNorm(h))), LayerNorm ->
+    Linear(D). c (the core's raw output) is the samples' location, so the core learns directly, as
+    an MSE core does; the MLP shapes the spread around it. (Scaled by 1/sqrt(D) because a unit
+    vector's coordinates have std 1/sqrt(D).)
+
+    Prediction: the mean of `samples` draws per row, the noise from a generator seeded with `seed`
+    on c's device (a prediction is a function of weights and input; checkpoint probes rely on it).
+    As with FlowHead, a row's draw depends on its place in the batch.
+    """
+
+    def __init__(self, dim: int, hidden: int = 256, layers: int = 2, noise_dim: int = 64, train_samples: int = 4,
+                 samples: int = 8, beta: float = 1.0, seed: int = 0):
+        super().__init__()
+        for key, value, low in (("energy_hidden", hidden, 1), ("energy_layers", layers, 1),
+                                ("energy_noise_dim", noise_dim, 1), ("energy_train_samples", train_samples, 2),
+                                ("energy_samples", samples, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ModelError(f"{key} must be an int >= {low}, got {value!r}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < 2:
+            raise ModelError(f"energy_beta must be a number in (0, 2) (a proper scoring rule), got {beta!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ModelError(f"energy_seed must be an int, got {seed!r}")
+        self.dim, self.noise_dim, self.train_samples = dim, noise_dim, train_samples
+        self.samples, self.beta, self.seed = samples, float(beta), seed
+        self.cond_norm = nn.LayerNorm(dim)
+        self.inp = nn.Linear(dim + noise_dim, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU())
+                                    for _ in range(layers - 1))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+
+    def draw(self, c: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(N, D) samples for conditions c (N, D) and noise (N, noise_dim)."""
+        h = F.silu(self.inp(torch.cat([self.cond_norm(c), noise], dim=-1)))
+        for block in self.blocks:
+            h = h + block(h)
+        return c + self.out(h) / math.sqrt(self.dim)
+
+    def draws(self, c: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, n, D): n samples per row, the noise from `generator` (global RNG if None)."""
+        b, d = c.shape
+        noise = torch.randn(b * n, self.noise_dim, generator=generator, device=c.device).to(c.dtype)
+        return self.draw(c.repeat_interleave(n, dim=0), noise).view(b, n, d)
+
+    def loss(self, c: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The energy score of train_samples draws per row against the target, averaged over rows."""
+        x = self.draws(c, self.train_samples, generator)                          # (B, m, D)
+        m = self.train_samples
+        to_target = energy_distance(x, target[:, None, :], self.beta).mean(dim=1)   # (B,)
+        i, j = torch.triu_indices(m, m, offset=1, device=c.device)               # each unordered pair once
+        spread = energy_distance(x[:, i], x[:, j], self.beta).mean(dim=1)        # = sum_{i!=j} / (m(m-1))
+        return (to_target - 0.5 * spread).mean()
+
+    def sample(self, c: torch.Tensor) -> torch.Tensor:
+        """(B, D): the mean of `samples` seeded draws (not normalised)."""
+        gen = torch.Generator(device=c.device).manual_seed(self.seed)   # prediction = f(weights, input)
+        return self.draws(c, self.samples, gen).mean(dim=1)
+
+
+def energy_distance(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """||a - b||^beta over the last dimension. A tiny floor inside the square root keeps the gradient
+    finite where two vectors coincide (the norm's gradient is undefined at 0)."""
+    return ((a - b).pow(2).sum(dim=-1) + 1e-12).pow(beta / 2)
+
+
+# ----------------------------------------------------------------------------------------
 # The wrapper every model is.
 
 class LVM(nn.Module):
     def __init__(self, core: nn.Module, config: dict, dim: int, residual: bool = False,
                  positional_scale: float | None = None, alpha_floor: float = 0.05, alpha_init: float = 0.5,
-                 flow: FlowHead | None = None):
+                 flow: FlowHead | None = None, energy: EnergyHead | None = None):
         super().__init__()
         self.core = core
         self.config = config
@@ -401,6 +489,11 @@ class LVM(nn.Module):
         self.positional_scale = positional_scale
         self.head = "flow" if flow is not None else None
         self.flow = flow
+        if energy is not None:
+            if flow is not None:
+                raise ModelError("a model has one head: flow or energy, not both")
+            self.head = "energy"
+        self.energy = energy
         if positional_scale is not None:
             self.register_buffer("position_channel",
                                  torch.linspace(0, 1, CONTEXT).mul(float(positional_scale))[:, None], persistent=False)
@@ -421,7 +514,7 @@ class LVM(nn.Module):
 
     @property
     def predicts_every_position(self) -> bool:
-        return hasattr(self.core, "all_positions") and self.flow is None
+        return hasattr(self.core, "all_positions") and self.flow is None and self.energy is None
 
     def _input(self, ctx: torch.Tensor) -> torch.Tensor:
         if ctx.ndim != 3 or ctx.shape[1] != CONTEXT or ctx.shape[2] != self.dim:
@@ -440,6 +533,8 @@ class LVM(nn.Module):
 
     def raw(self, ctx: torch.Tensor) -> torch.Tensor:
         c = self.condition(ctx)
+        if self.energy is not None:
+            return self.energy.sample(c)
         return c if self.flow is None else self.flow.sample(c)
 
     def flow_loss(self, ctx: torch.Tensor, target: torch.Tensor,
@@ -449,8 +544,17 @@ class LVM(nn.Module):
             raise ModelError(f"{self.name} has no flow head (build it with head='flow')")
         return self.flow.loss(self.condition(ctx), target, generator)
 
+    def energy_loss(self, ctx: torch.Tensor, target: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Energy score of the head's samples given this context (energy_train_samples draws per row)."""
+        if self.energy is None:
+            raise ModelError(f"{self.name} has no energy head (build it with head='energy')")
+        return self.energy.loss(self.condition(ctx), target, generator)
+
     def raw_all(self, ctx: torch.Tensor) -> torch.Tensor:
         """(B, 5, D): position i predicts the vector after ctx[i] (models that predict every position)."""
+        if self.energy is not None:
+            raise ModelError(f"{self.name} with head='energy' predicts the last position only (no raw_all)")
         if self.flow is not None:
             raise ModelError(f"{self.name} with head='flow' predicts the last position only (no raw_all)")
         if not self.predicts_every_position:
@@ -470,8 +574,9 @@ class LVM(nn.Module):
 
 def build_model(name: str, dim: int = 384, **options) -> LVM:
     """Build a model by name. Options: the core's own (hidden sizes, ...) plus residual,
-    positional_scale, alpha_floor, alpha_init, and head (None or "flow") with the flow_* options
-    of FLOW_DEFAULTS. An unknown name or option is an error naming it."""
+    positional_scale, alpha_floor, alpha_init, and head (None, "flow" or "energy") with the flow_*
+    options of FLOW_DEFAULTS or the energy_* options of ENERGY_DEFAULTS. An unknown name or option
+    is an error naming it."""
     if name not in CORES:
         raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if not isinstance(dim, int) or dim < 2:
@@ -480,10 +585,15 @@ def build_model(name: str, dim: int = 384, **options) -> LVM:
     wrapper = {k: options.pop(k) for k in wrapper_keys if k in options}
     head = options.pop("head", None)
     flow_given = {k: options.pop(k) for k in FLOW_DEFAULTS if k in options}
+    energy_given = {k: options.pop(k) for k in ENERGY_DEFAULTS if k in options}
     if head not in HEADS:
         raise ModelError(f"model {name!r}: unknown head {head!r}; expected one of {HEADS}")
     if head is None and flow_given:
         raise ModelError(f"model {name!r}: {', '.join(sorted(flow_given))} need head='flow'")
+    if head == "energy" and flow_given:
+        raise ModelError(f"model {name!r}: {', '.join(sorted(flow_given))} need head='flow', not head='energy'")
+    if head != "energy" and energy_given:
+        raise ModelError(f"model {name!r}: {', '.join(sorted(energy_given))} need head='energy'")
     positional_scale = wrapper.get("positional_scale")
     in_dim = dim + (1 if positional_scale is not None else 0)
     try:
@@ -499,7 +609,12 @@ def build_model(name: str, dim: int = 384, **options) -> LVM:
         flow_options = {**FLOW_DEFAULTS, **flow_given}
         flow = FlowHead(dim, **{k.removeprefix("flow_"): v for k, v in flow_options.items()})
         config.update(head="flow", **flow_options)
-    return LVM(core, config, dim, **wrapper, flow=flow)
+    energy = None
+    if head == "energy":
+        energy_options = {**ENERGY_DEFAULTS, **energy_given}   # all written into the config, as for flow
+        energy = EnergyHead(dim, **{k.removeprefix("energy_"): v for k, v in energy_options.items()})
+        config.update(head="energy", **energy_options)
+    return LVM(core, config, dim, **wrapper, flow=flow, energy=energy)
 
 
 def count_parameters(model: nn.Module) -> int:

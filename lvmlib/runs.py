@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import evaluation, files
-from .config import EvalSpec, RunSpec
+from .config import ConfigError, EvalSpec, RunSpec
 from .data import Bank, sequences, train_subset
 from .data.corpus import repo_root
 from .models import build_model, count_parameters
@@ -172,12 +172,12 @@ def row_cosines(predict, bank: Bank, ev: EvalSpec = EvalSpec()) -> np.ndarray:
     return evaluation.row_cosine(evaluation.predict_all(predict, rows.contexts), rows.targets)
 
 
-def _train_or_reuse(bank, spec, out_dir: Path, train, val, progress) -> tuple[FitResult, bool]:
+def _train_or_reuse(bank, spec, out_dir: Path, train, val, progress, reuse: bool) -> tuple[FitResult, bool]:
     """Fit (as `lvm train` does: weights seeded by the spec alone), or reuse a finished cached run."""
     done = out_dir / "result.json"
     seed_everything(spec.seed)
     model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
-    if done.exists():
+    if reuse and done.exists():
         model, _ = load_checkpoint(out_dir / "best.pt", expected_fingerprint=bank.manifest.get("fingerprint"))
         return FitResult(model=model, out_dir=out_dir, **json.loads(done.read_text())), True
     result = fit(model, train, val, reproducing_spec(bank, spec, out_dir), bank=bank, out_dir=out_dir,
@@ -188,10 +188,12 @@ def _train_or_reuse(bank, spec, out_dir: Path, train, val, progress) -> tuple[Fi
     return result, False
 
 
-def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, progress=False) -> tuple[dict, dict, FitResult]:
-    """Train (or reuse) one run in out_dir, reload and verify its best checkpoint, evaluate it."""
+def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, progress=False,
+                  reuse: bool = False) -> tuple[dict, dict, FitResult]:
+    """Train (or, with reuse, take a finished run from) out_dir, reload and verify its best checkpoint,
+    and evaluate it."""
     train, val = sequences(bank, "train", spec.data.train_concepts), sequences(bank, "val")
-    result, cached = _train_or_reuse(bank, spec, out_dir, train, val, progress)
+    result, cached = _train_or_reuse(bank, spec, out_dir, train, val, progress, reuse)
     reloaded, reload_diff = (result.model, 0.0) if cached else reload_verified(result.model, result.checkpoint,
                                                                                bank, val.contexts[:256])
     doc = evaluate_model(reloaded, bank, spec.data.train_concepts, spec.eval, baselines)
@@ -212,6 +214,10 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
     notebooks), else `out_root`/<label>/, else a temporary folder removed afterwards (the reload
     check runs either way). The baselines are fitted once per training subset."""
     results, fitted = Results(), {}
+    labels = [spec.name for spec in specs]
+    if len(set(labels)) < len(labels):
+        raise ConfigError(f"run labels must be unique (tables and checkpoint folders use them): "
+                          f"{sorted({x for x in labels if labels.count(x) > 1})}")
     with tempfile.TemporaryDirectory(prefix="lvm-run-") as tmp:
         for spec in specs:
             tc = spec.data.train_concepts
@@ -221,7 +227,8 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
                 out_dir = Path(cache) / cache_key(bank, spec)
             else:
                 out_dir = Path(out_root or tmp) / "".join(c if c.isalnum() or c in "_.-" else "_" for c in spec.name)
-            row, doc, result = run_spec_once(bank, spec, out_dir, baselines=fitted[tc], progress=progress)
+            row, doc, result = run_spec_once(bank, spec, out_dir, baselines=fitted[tc], progress=progress,
+                                             reuse=cache is not None)
             row["checkpoint"] = portable_path(result.checkpoint) if (cache or out_root) else None
             results.rows.append(row)
             results.evals[spec.name], results.fits[spec.name] = doc, result

@@ -8,10 +8,8 @@ manifest written, last, so a folder with a manifest is always a complete bank.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -142,26 +140,10 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
     corpus = cfg.corpus_path()
     if not corpus.is_file():
         raise BankError(f"corpus not found: {corpus} (set --corpus or $LVM_CORPUS)")
-    with _claim(out):
+    with folder_lock(out, "lvm data build", "bank folder (--out)"):
         if force:
             remove_bank(out)
         return _build(out, cfg, corpus, progress, encoder)
-
-
-@contextlib.contextmanager
-def _claim(out: Path):
-    """Hold `out/.lock` after checking that `out` can be written; under the lock nobody else
-    writes there, so the temp files a killed build left behind are removed."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(folder_lock(out, "lvm data build"))
-            tempfile.TemporaryFile(dir=out).close()
-        except OSError as e:    # a path under a file, a read-only folder, no space...
-            raise BankError(f"{out}: cannot create or write the bank folder ({e.strerror or e}); "
-                            "choose another --out") from None
-        for stale in [*out.glob(".*.tmp"), *(out / ".build").glob("**/.*.tmp")]:
-            stale.unlink(missing_ok=True)
-        yield
 
 
 def remove_bank(folder: str | Path) -> None:

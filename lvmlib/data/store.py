@@ -79,10 +79,13 @@ def load_bank(folder: str | Path, verify: bool = True) -> Bank:
         raise BankError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     try:
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise BankError(f"{folder / 'vectors.npy'}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
+    try:
         with np.load(folder / "concepts.npz", allow_pickle=False) as z:
             article, position, train_order = z["article"], z["position"], z["train_order"]
     except (ValueError, OSError, KeyError, EOFError) as e:
-        raise BankError(f"bank {folder}: unreadable array file ({e})") from None
+        raise BankError(f"{folder / 'concepts.npz'}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
     if list(vectors.shape) != manifest.get("shape") or str(vectors.dtype) != manifest.get("dtype"):
         raise BankError(f"{folder / 'vectors.npy'}: shape {vectors.shape} {vectors.dtype}, but the manifest "
                         f"says {manifest.get('shape')} {manifest.get('dtype')}")

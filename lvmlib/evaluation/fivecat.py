@@ -83,11 +83,18 @@ def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndar
 
 
 def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
-                    gate_set: str | None = None, min_article: int = 6, batch_size: int = BATCH) -> dict:
+                    gate_set: str | None = None, min_article: int = 6, batch_size: int = BATCH,
+                    exclude_context: bool = False) -> dict:
     """B: rank of v[t] among all concepts of its own article (articles with >= min_article concepts).
 
     rank = 1 + number of article concepts scored strictly higher than the target. Also reports
     chance levels (a random guess: R@1 = 1/n, R@5 = min(5, n)/n), since long articles are harder.
+
+    exclude_context=True (not 5CAT B; a diagnosis): the row's own 5 context concepts v[t-5..t-1]
+    are left out of the candidates (n - 5 of them; chance 1/(n - 5)). With them in, a prediction
+    that copies ctx[-1] ranks ctx[-1] first and never scores R@1; without them, R@1 says whether it
+    points at the true next concept rather than at the rest of the article. The gates are those of
+    B, reported for reference only. The default (False) is 5CAT B exactly.
     """
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     gate_set = _gate_set(bank, seqs, gate_set)
@@ -105,13 +112,19 @@ def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.n
         scores = pred[rows] @ bank.vectors[start:start + n].T
         # the target's score is taken from the same matmul, so it ties with itself, never loses to rounding
         target_score = scores[np.arange(len(rows)), seqs.position[rows]]
-        ranks[group_pos] = 1 + (scores > target_score[:, None]).sum(axis=1)
-    n_cand = lengths[kept].astype(np.float64)
+        higher = scores > target_score[:, None]
+        if exclude_context:   # the 5 concepts before the target are not candidates
+            in_context = (np.arange(n)[None, :] < seqs.position[rows][:, None]) & \
+                         (np.arange(n)[None, :] >= seqs.position[rows][:, None] - CONTEXT)
+            higher &= ~in_context
+        ranks[group_pos] = 1 + higher.sum(axis=1)
+    n_cand = lengths[kept].astype(np.float64) - (CONTEXT if exclude_context else 0)
     values = {"r1": float(np.mean(ranks == 1)), "r5": float(np.mean(ranks <= 5)), "mrr": float(np.mean(1.0 / ranks))}
     return _gated({**values, "rows": int(len(kept)), "articles": int(len(bounds) + 1),
                    "mean_candidates": float(n_cand.mean()), "median_rank": float(np.median(ranks)),
                    "chance": {"r1": float(np.mean(1 / n_cand)), "r5": float(np.mean(np.minimum(5, n_cand) / n_cand))},
-                   "min_article": min_article, "gate_set": gate_set}, values, GATES[gate_set]["B"])
+                   "min_article": min_article, "gate_set": gate_set,
+                   **({"exclude_context": True} if exclude_context else {})}, values, GATES[gate_set]["B"])
 
 
 def shuffle_permutations(n: int, rng: np.random.Generator) -> np.ndarray:

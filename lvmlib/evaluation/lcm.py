@@ -76,3 +76,44 @@ def _ca_batch(pred, seqs, batch_size, seed):
         cas.append(farther[cand > 0] / cand[cand > 0])
         n_cand.append(cand[cand > 0])
     return np.concatenate(cas), np.concatenate(n_cand)
+
+
+def ca_other_documents(pred: np.ndarray, seqs: Sequences, bank: Bank, *, batch_size: int | None = None,
+                       seed: int = 0, chunk: int = 1024) -> dict:
+    """Contrastive accuracy as Meta's released evaluation code counts it: the negatives of a row are
+    only the targets of rows from OTHER documents (articles), never a concept of its own one.
+
+    CA = per row, the share of those other-document targets x with cos(ŷ, x) < cos(ŷ, y); averaged.
+    The pool is every scored row (batch_size None), or seeded random batches of batch_size rows (an
+    in-batch version). Beside lcm_metrics' "ca" (the paper's definition: every other concept of the
+    split except y and its two neighbours, same article included) it shows how much of CA comes from
+    telling the article's own concepts apart: a prediction that copies the context scores well here
+    (other articles are far) and worse there (its own article is near).
+    """
+    _check_rows(bank, seqs)
+    pred = _unit(pred, "predictions")
+    if pred.shape != seqs.targets.shape:
+        raise EvalError(f"pred has shape {pred.shape}, targets {seqs.targets.shape}")
+    if batch_size is not None and batch_size < 2:
+        raise EvalError(f"in-batch CA needs batch_size >= 2, got {batch_size}")
+    y, art = seqs.targets, seqs.article
+    order = (np.arange(len(seqs)) if batch_size is None
+             else _rng(seed, "ca-other-documents").permutation(len(seqs)))
+    groups = [order] if batch_size is None else [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    cas, n_cand = [], []
+    for group in groups:
+        for start in range(0, len(group), chunk):
+            rows = group[start:start + chunk]
+            scores = pred[rows] @ y[group].T                                  # (r, |group|)
+            s_y = np.einsum("md,md->m", pred[rows], y[rows])[:, None]
+            other = art[rows][:, None] != art[group][None, :]
+            cand = other.sum(axis=1)
+            farther = ((scores < s_y) & other).sum(axis=1)
+            ok = cand > 0
+            cas.append(farther[ok] / cand[ok])
+            n_cand.append(cand[ok])
+    ca = np.concatenate(cas) if cas else np.zeros(0)
+    return {"ca": float(ca.mean()) if len(ca) else None, "rows": int(len(ca)),
+            "mean_candidates": float(np.concatenate(n_cand).mean()) if len(ca) else None,
+            "pool": "all scored rows" if batch_size is None else f"seeded batches of {batch_size}",
+            "negatives": "targets of other documents only"}

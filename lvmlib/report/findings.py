@@ -133,3 +133,101 @@ def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.Dat
     out = [convergence(rows), best_vs_baselines(summary, baselines),
            gain_over("ridge on the position-weighted average's residual", gains), loss_effect(summary)]
     return out + ([copies(copy_rates)] if copy_rates else [])
+
+
+def _interval(row, metric: str = "val_cos") -> tuple:
+    return row[metric], row.get(f"{metric}_low"), row.get(f"{metric}_high")
+
+
+def more_data(curve: pd.DataFrame, x: str = "train_sequences", metric: str = "val_cos") -> str:
+    """Per model, whether the largest training size still scores above the next largest (separated
+    intervals), has levelled off, or falls. curve: seed_summary rows by (model, x)."""
+    verdicts = {"still rising": [], "levelled off": [], "falling": []}
+    for model, group in curve.groupby("model", sort=False):
+        group = group.sort_values(x)
+        if len(group) < 2:
+            continue
+        prev, last = group.iloc[-2], group.iloc[-1]
+        side = separated(_interval(last, metric), _interval(prev, metric))
+        key = {1: "still rising", 0: "levelled off", -1: "falling"}[side]
+        verdicts[key].append(f"{model} ({int(prev[x]):,} → {int(last[x]):,} windows: "
+                             f"{prev[metric]:.3f} → {ci_text(*_interval(last, metric))})")
+    if not any(verdicts.values()):
+        return "No model was trained at two or more sizes."
+    return "At the largest training size, VAL cosine is " + "; ".join(
+        f"{k} for {', '.join(v)}" for k, v in verdicts.items() if v) + "."
+
+
+def equal_steps(converged: pd.DataFrame, fixed: pd.DataFrame, x: str = "train_sequences",
+                metric: str = "val_cos") -> str:
+    """The data-size effect with and without the step confound: smallest → largest size, per model,
+    trained to convergence vs for an equal number of optimizer steps."""
+    parts = []
+    for model, group in fixed.groupby("model", sort=False):
+        conv = converged[converged.model == model]
+        if len(group) < 2 or len(conv) < 2:
+            continue
+        g, c = group.sort_values(x), conv.sort_values(x)
+        parts.append(f"{model} {g[metric].iloc[-1] - g[metric].iloc[0]:+.3f} at {int(g.optimizer_steps.iloc[0]):,} "
+                     f"steps each vs {c[metric].iloc[-1] - c[metric].iloc[0]:+.3f} when trained to convergence")
+    if not parts:
+        return "No equal-steps comparison was run."
+    return ("From the smallest to the largest training set, VAL cosine changes by " + "; ".join(parts)
+            + " (equal steps remove the confound that more data also meant more optimizer steps).")
+
+
+def collapse(rows: pd.DataFrame, baselines: pd.DataFrame) -> str:
+    """Whether any converged run ends no better than the global mean (a constant vector)."""
+    ok, _ = converged_only(rows)
+    floor = baselines.set_index("label").loc["global mean"]
+    if ok.empty:
+        return "No converged run to check for a collapse."
+    worst = ok.loc[ok.val_cos.idxmin()]
+    collapsed = ok[ok.val_cos_low <= floor.val_cos_high] if "val_cos_low" in ok else ok.iloc[0:0]
+    return (f"{len(collapsed)} of {len(ok)} converged runs collapse to the global mean's level "
+            f"({floor.val_cos:.3f}); the lowest is {worst.label} at {ci_text(*_interval(worst))}.")
+
+
+def scaling(rows, curve, fixed, baselines, gains) -> list[str]:
+    """Notebook 02's TL;DR."""
+    return [convergence(rows), more_data(curve), equal_steps(curve, fixed),
+            gain_over("ridge on the position-weighted average's residual (at the largest size)", gains),
+            collapse(rows, baselines)]
+
+
+def margins(summary: pd.DataFrame, label: str = "variant") -> str:
+    """The 5CAT A margin per configuration; the largest, and whether any is above zero."""
+    if summary.empty:
+        return "No converged configuration to read a margin from."
+    best = summary.loc[summary.val_margin.idxmax()]
+    positive = summary[summary.val_margin_low > 0] if "val_margin_low" in summary else summary.iloc[0:0]
+    return ("VAL margin (c₀ − max other offset; > 0 means nearer the true next concept than any neighbour): "
+            + ", ".join(f"{r[label]} {ci_text(*_interval(r, 'val_margin'))}" for _, r in summary.iterrows())
+            + f". Largest: {best[label]}; {len(positive)} with the whole interval above zero.")
+
+
+def gates(table: pd.DataFrame, trained: list[str]) -> str:
+    """How many trained configurations pass 5CAT A and B on a split (table: tables.five_cat_table)."""
+    t = table[table.label.isin(trained)]
+    both = t[(t.A == "PASS") & (t.B == "PASS")]
+    best = t.loc[t["gates passed"].str.split("/").str[0].astype(int).idxmax()] if len(t) else None
+    text = f"Runs passing 5CAT A and B on a split: {len(both)} of {len(t)} (run × split)"
+    return text + (f"; most gates passed: {best.label}, {best['gates passed']} (A–D on VAL and OOD)." if best is not None
+                   else ".")
+
+
+def versus(summary: pd.DataFrame, a: str, b: str, metric: str = "val_margin", label: str = "variant") -> str:
+    """One configuration against another on a metric, and whether their intervals separate."""
+    by = summary.set_index(label)
+    if a not in by.index or b not in by.index:
+        return f"{a} or {b} has no converged runs to compare."
+    side = {1: "above", -1: "below", 0: "not separable from"}[separated(_interval(by.loc[a], metric),
+                                                                         _interval(by.loc[b], metric))]
+    return (f"{a}: {metric.replace('_', ' ')} {ci_text(*_interval(by.loc[a], metric))}, {side} "
+            f"{b}'s {ci_text(*_interval(by.loc[b], metric))}.")
+
+
+def directional(rows, summary, table, trained_labels) -> list[str]:
+    """Notebook 03's TL;DR."""
+    return [convergence(rows), margins(summary), gates(table, trained_labels), versus(summary, "P3 guard", "P1 MSE"),
+            versus(summary, "P2 residual", "P1 MSE")]

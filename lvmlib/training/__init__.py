@@ -62,23 +62,6 @@ def load_data(spec: RunSpec):
     return bank, sequences(bank, "train", data.train_concepts), sequences(bank, "val")
 
 
-@contextlib.contextmanager
-def _claim(out: Path):
-    """Hold `out/.lock` for the run (a second run into `out` fails at once: FolderInUse), after
-    checking that `out` can be written; under the lock nobody else writes there, so temp files a
-    killed run left behind are removed."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(files.folder_lock(out, "lvm train"))
-            tempfile.TemporaryFile(dir=out).close()
-        except OSError as e:    # a path under a file, a read-only folder, no space...
-            raise ConfigError(f"params.out: cannot create or write the run folder {out} ({e.strerror or e}); "
-                              "choose another out") from None
-        for stale in out.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-        yield
-
-
 def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
     """Run the training a spec describes; checkpoints and history go to spec.out (if set).
 
@@ -96,7 +79,7 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
             raise ConfigError(f"params.model: {e}") from None
         out = Path(spec.out) if spec.out else None
         writes = out is not None and rank == 0
-        with _claim(out) if writes else contextlib.nullcontext():
+        with files.folder_lock(out, "lvm train", "run folder (params.out)") if writes else contextlib.nullcontext():
             if writes:
                 files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
             if progress and rank == 0:

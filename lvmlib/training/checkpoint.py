@@ -86,7 +86,8 @@ def read_checkpoint(path) -> tuple[LVM, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickle of the wrong kind...
-        raise CheckpointError(f"{path}: cannot read the checkpoint, truncated or corrupted? ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: cannot read the checkpoint, truncated or corrupted? ({type(e).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lvmlib checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r})")
     for key in ("model_config", "state_dict", "probe"):
