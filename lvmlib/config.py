@@ -207,6 +207,14 @@ def _check_model(model: ModelSpec) -> None:
                           f"expected some of {sorted(known)}")
 
 
+def eval_spec(base: Mapping, source: str = "params") -> EvalSpec:
+    """The eval section of a (partial) run spec, validated: what baselines are scored on."""
+    try:
+        return _section(EvalSpec, base.get("eval") or {}, "params.eval")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
 def read_run_spec(path) -> RunSpec:
     """`lvm train --params FILE`: one run spec from a YAML file."""
     return run_spec(read_yaml(path), source=str(path))

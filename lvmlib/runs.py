@@ -203,7 +203,7 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
            "seed": spec.seed, "train_concepts": int(train_subset(bank, spec.data.train_concepts)[1].sum()),
            "train_sequences": len(train), "params": count_parameters(reloaded),
            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "converged": result.converged,
-           "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps, "batch_size": batch,
+           "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps, "batch_size": batch, "lr": spec.train.lr,
            "train_rows_seen": rows_seen, "train_seconds": round(result.seconds, 1), "cached": cached,
            "checkpoint_reload_max_diff": reload_diff, **summarize(doc)}
     return row, doc, result
@@ -214,6 +214,8 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
     notebooks), else `out_root`/<label>/, else a temporary folder removed afterwards (the reload
     check runs either way). The baselines are fitted once per training subset."""
     results, fitted = Results(), {}
+    if cache is not None and not Path(cache).is_absolute():
+        cache = repo_root() / cache          # notebooks run in notebooks/; the cache is the repository's
     labels = [spec.name for spec in specs]
     if len(set(labels)) < len(labels):
         raise ConfigError(f"run labels must be unique (tables and checkpoint folders use them): "

@@ -102,6 +102,21 @@ def gain_over(name: str, gains: dict) -> str:
     return text + f"; the largest gain is {best}'s {ci_text(*gains[best])}."
 
 
+def chosen_lr(sweep: pd.DataFrame) -> dict:
+    """Per model, the learning rate whose converged run scored best on VAL (ties: the smaller);
+    a model with no converged sweep run keeps no choice."""
+    ok, _ = converged_only(sweep)
+    return {m: float(g.sort_values(["val_cos", "lr"], ascending=[False, True]).lr.iloc[0])
+            for m, g in ok.groupby("model", sort=False)}
+
+
+def lr_sweep(sweep: pd.DataFrame, chosen: dict) -> str:
+    tried = sorted(sweep.lr.unique())
+    return ("Learning rates, chosen per architecture by VAL cosine of converged MSE runs among "
+            + ", ".join(f"{v:g}" for v in tried) + ": " + ", ".join(f"{m} {v:g}" for m, v in chosen.items())
+            + " (selection on VAL: the untouched OOD split is the clean estimate).")
+
+
 def loss_effect(summary: pd.DataFrame, a: str = "MSE", b: str = "InfoNCE", metric: str = "val_cos") -> str:
     """Per architecture, whether loss a scores above loss b with separated intervals."""
     verdicts = {}
@@ -128,10 +143,11 @@ def copies(copy_rates: dict) -> str:
 
 
 def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.DataFrame, gains: dict,
-                    copy_rates: dict | None = None) -> list[str]:
+                    copy_rates: dict | None = None, sweep: str | None = None) -> list[str]:
     """Notebook 01's TL;DR."""
-    out = [convergence(rows), best_vs_baselines(summary, baselines),
-           gain_over("ridge on the position-weighted average's residual", gains), loss_effect(summary)]
+    out = [convergence(rows)] + ([sweep] if sweep else []) + [
+        best_vs_baselines(summary, baselines), gain_over("ridge on the position-weighted average's residual", gains),
+        loss_effect(summary)]
     return out + ([copies(copy_rates)] if copy_rates else [])
 
 
@@ -221,8 +237,10 @@ def versus(summary: pd.DataFrame, a: str, b: str, metric: str = "val_margin", la
     by = summary.set_index(label)
     if a not in by.index or b not in by.index:
         return f"{a} or {b} has no converged runs to compare."
-    side = {1: "above", -1: "below", 0: "not separable from"}[separated(_interval(by.loc[a], metric),
-                                                                         _interval(by.loc[b], metric))]
+    ia, ib = _interval(by.loc[a], metric), _interval(by.loc[b], metric)
+    has_ci = not any(v is None or pd.isna(v) for v in (*ia[1:], *ib[1:]))
+    side = {1: "above", -1: "below", 0: "not separable from"}[separated(ia, ib)] if has_ci else \
+        "(no interval with one seed) vs"
     return (f"{a}: {metric.replace('_', ' ')} {ci_text(*_interval(by.loc[a], metric))}, {side} "
             f"{b}'s {ci_text(*_interval(by.loc[b], metric))}.")
 
@@ -231,3 +249,81 @@ def directional(rows, summary, table, trained_labels) -> list[str]:
     """Notebook 03's TL;DR."""
     return [convergence(rows), margins(summary), gates(table, trained_labels), versus(summary, "P3 guard", "P1 MSE"),
             versus(summary, "P2 residual", "P1 MSE")]
+
+
+def dataset(card: dict) -> list[str]:
+    """Notebook 00's TL;DR, from lvmlib.data.dataset_card."""
+    split = card["per_split"]
+    adj, rnd = card["cosine_adjacent"]["mean"], card["cosine_random"]["mean"]
+    out = [f"The bank holds {card['concepts']:,} concepts of {card['articles']:,} articles, encoded with "
+           f"{card['encoder']} (D={card['dim']}); train / VAL / OOD: "
+           + " / ".join(f"{split[s]['articles']:,} articles, {split[s]['sequences']:,} windows" for s in ("train", "val", "ood"))
+           + ".",
+           f"Consecutive concepts of one article have mean cosine {adj:.3f}, random pairs of different articles "
+           f"{rnd:.3f}: a gap of {adj - rnd:.3f} that any next-concept model can exploit.",
+           f"Concepts average {card['words_per_concept']['mean']:.1f} words (median "
+           f"{card['words_per_concept']['median']:.0f}); articles average {card['concepts_per_article']['mean']:.1f} "
+           "concepts."]
+    if card.get("corpus_truncated"):
+        out.append(f"The corpus was truncated ({card['corpus_truncated']}): the bank uses the articles read before the fault.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 04 (beyond copy-last): objectives on one backbone against a predictability ceiling.
+
+def _ci3(row, metric: str) -> tuple:
+    return row[metric], row.get(f"{metric}_low"), row.get(f"{metric}_high")
+
+
+def _best_on(summary: pd.DataFrame, metric: str, label: str) -> str:
+    best = summary.loc[summary[metric].idxmax()]
+    return f"{best[label]} {ci_text(*_ci3(best, metric))}"
+
+
+def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: pd.DataFrame,
+               reference: str = "P1 MSE", label: str = "config", previous: dict | None = None) -> list[str]:
+    """Notebook 04's TL;DR: the best converged configuration on margin, in-article R@1 and CA (95 %
+    intervals over seeds), whether any run passes 5CAT A or B, and how far the best stands from the
+    predictability ceiling and from the oracle.
+
+    summary: tables.seed_summary of the CONVERGED runs by `label`, with val_margin, val_r1 (5CAT B),
+      val_r1_excl (context left out), ca (paper) and ca_meta (Meta's code), each with _low/_high.
+    ceiling: the best-of-k ceiling on the same VAL rows: {"k", "train_concepts", "margin", "r1", "r1_excl"}.
+    oracle: runs.oracle_row (val_margin).
+    gate_table: tables.five_cat_table rows of the converged runs (label, split, A, B).
+    reference: the configuration the best margin is compared with (P1).
+    previous: optionally {"source", "passing_A_and_B", "runs", "best_margin"} of an earlier report."""
+    if summary.empty:
+        return ["No configuration converged, so no objective is compared (every run stopped at the epoch cap)."]
+    best = summary.loc[summary.val_margin.idxmax()]
+    by = summary.set_index(label)
+    first = (f"Largest VAL margin: {best[label]}, {ci_text(*_ci3(best, 'val_margin'))} over {int(best['seeds'])} "
+             f"seed(s)")
+    if reference in by.index and reference != best[label]:
+        side = {1: "above", -1: "below", 0: "not separable from"}[
+            separated(_ci3(best, "val_margin"), _ci3(by.loc[reference], "val_margin"))]
+        first += f", {side} {reference}'s {ci_text(*_ci3(by.loc[reference], 'val_margin'))}"
+    out = [first + "."]
+    out.append(f"Best in-article R@1 (5CAT B): {_best_on(summary, 'val_r1', label)}; with the 5 context concepts "
+               f"left out of the candidates: {_best_on(summary, 'val_r1_excl', label)}. Best CA: "
+               f"{_best_on(summary, 'ca', label)} (paper's definition), {_best_on(summary, 'ca_meta', label)} "
+               "(Meta's code: other documents' targets only).")
+    t = gate_table
+    a_pass, b_pass = t[t.A == "PASS"], t[t.B == "PASS"]
+    text = (f"5CAT: {len(a_pass)} of {len(t)} converged run × split results pass A (margin and c₀) and "
+            f"{len(b_pass)} pass B (R@1, R@5, MRR)")
+    passing = sorted(set(a_pass.label) | set(b_pass.label))
+    text += f" ({', '.join(passing)})" if passing else ""
+    if previous:
+        text += (f"; the earlier report ({previous['source']}) had {previous['passing_A_and_B']} of "
+                 f"{previous['runs']} runs passing A and B, its best trained margin {previous['best_margin']:+.3f}")
+    out.append(text + ".")
+    gap_m = ceiling["margin"] - best.val_margin
+    best_r1x = summary.loc[summary.val_r1_excl.idxmax()]
+    out.append(f"Against the predictability ceiling (the best of the true next concepts of the {ceiling['k']} "
+               f"nearest training contexts, {int(ceiling['train_concepts']):,} training concepts, oracle-selected): "
+               f"margin {ceiling['margin']:+.3f} vs the best model's {best.val_margin:+.3f} ({gap_m:+.3f} to go), "
+               f"R@1 with the context left out {ceiling['r1_excl']:.3f} vs {best_r1x.val_r1_excl:.3f}; the 5CAT A "
+               f"gate asks +0.12 and B 0.60, the perfect predictor ŷ = y scores margin {oracle['val_margin']:+.3f}.")
+    return out

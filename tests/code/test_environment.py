@@ -51,7 +51,7 @@ def test_kernel_sets_passive_omp_wait():
 def test_example_train_params_are_valid():
     from lvmlib.config import read_run_spec
     spec = read_run_spec(REPO / "params" / "train" / "example.yaml")
-    assert spec.model.name == "lstm" and spec.train.epochs == 3
+    assert spec.model.name == "lstm" and spec.train.epochs == 30
 
 
 def test_every_notebook_has_quick_and_full_params_that_match_its_parameters():
