@@ -83,3 +83,56 @@ def test_decoded_examples_mark_copies():
     assert examples.copy_rate(decoded)["copy-last"] == 1.0
     html = examples.to_html(bank, decoded)
     assert html.count("copy of context") >= 4 and "True next concept" in html
+
+
+def curve_frame():
+    rows = []
+    for model, values in (("AMN", [(1000, 0.40, 0.01), (4000, 0.46, 0.01), (16000, 0.50, 0.01)]),
+                          ("GRU", [(1000, 0.30, 0.01), (4000, 0.36, 0.02), (16000, 0.37, 0.02)])):
+        for n, v, h in values:
+            rows.append({"model": model, "train_sequences": n, "val_cos": v, "val_cos_low": v - h, "val_cos_high": v + h,
+                         "optimizer_steps": 100})
+    return pd.DataFrame(rows)
+
+
+def test_more_data_says_rising_or_levelled():
+    text = findings.more_data(curve_frame())
+    assert "still rising for AMN (4,000 → 16,000 windows" in text and "levelled off for GRU" in text
+    fixed = curve_frame().assign(val_cos=lambda d: d.val_cos - 0.1 * (d.train_sequences > 1000))
+    text = findings.equal_steps(curve_frame(), fixed)
+    assert "AMN +0.000 at 100 steps each vs +0.100 when trained to convergence" in text
+
+
+def test_collapse_margins_gates_and_versus():
+    rows = pd.DataFrame([{"label": "a", "val_cos": 0.16, "val_cos_low": 0.15, "val_cos_high": 0.17, "converged": True},
+                         {"label": "b", "val_cos": 0.45, "val_cos_low": 0.44, "val_cos_high": 0.46, "converged": True}])
+    base = pd.DataFrame([{"label": "global mean", "val_cos": 0.155, "val_cos_low": 0.15, "val_cos_high": 0.16}])
+    assert findings.collapse(rows, base).startswith("1 of 2 converged runs collapse")
+    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.2, "val_margin_low": -0.21, "val_margin_high": -0.19},
+                            {"variant": "P3 guard", "val_margin": -0.1, "val_margin_low": -0.11, "val_margin_high": -0.09}])
+    assert "Largest: P3 guard; 0 with the whole interval above zero" in findings.margins(summary)
+    assert "above P1 MSE's" in findings.versus(summary, "P3 guard", "P1 MSE")
+    assert "no interval" in findings.versus(summary.assign(val_margin_low=np.nan), "P3 guard", "P1 MSE")
+    table = pd.DataFrame([{"label": "x", "A": "PASS", "B": "PASS", "gates passed": "5/8"},
+                          {"label": "x", "A": "fail", "B": "PASS", "gates passed": "5/8"},
+                          {"label": "base", "A": "PASS", "B": "PASS", "gates passed": "8/8"}])
+    assert findings.gates(table, ["x"]).startswith("Runs passing 5CAT A and B on a split: 1 of 2")
+
+
+def test_lr_choice_ignores_unconverged_runs():
+    sweep = pd.DataFrame([{"model": "AMN", "lr": 1e-3, "val_cos": 0.50, "converged": True, "label": "a"},
+                          {"model": "AMN", "lr": 3e-3, "val_cos": 0.55, "converged": False, "label": "b"},
+                          {"model": "GRU", "lr": 1e-3, "val_cos": 0.40, "converged": True, "label": "c"},
+                          {"model": "GRU", "lr": 3e-3, "val_cos": 0.40, "converged": True, "label": "d"}])
+    assert findings.chosen_lr(sweep) == {"AMN": 1e-3, "GRU": 1e-3}
+    assert "AMN 0.001, GRU 0.001" in findings.lr_sweep(sweep, findings.chosen_lr(sweep))
+
+
+def test_dataset_findings_read_the_card():
+    from lvmlib.data import dataset_card
+    bank, _ = synthetic_bank(n_articles=30, length=12, dim=16, noise=0.1)
+    card = dataset_card(bank, n_pairs=500)
+    text = findings.dataset(card)
+    assert text[0].startswith(f"The bank holds {len(bank):,} concepts of 30 articles")
+    assert f"{card['cosine_adjacent']['mean']:.3f}" in text[1]
+    assert len(findings.dataset({**card, "corpus_truncated": "7 articles read"})) == 4
