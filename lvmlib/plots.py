@@ -48,6 +48,11 @@ def set_theme() -> None:
     only as the text "<Figure size ...>" and the report would have no images."""
     import seaborn as sns
 
+    import pandas as pd
+
+    # tables are shown whole (the report scrolls a wide one), numbers to 3 decimals
+    pd.set_option("display.max_columns", None, "display.max_rows", 500, "display.width", None,
+                  "display.max_colwidth", 200, "display.precision", 3)
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11,
                                 "figure.titlesize": 12})

@@ -204,7 +204,7 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
            "train_sequences": len(train), "params": count_parameters(reloaded),
            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "converged": result.converged,
            "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps, "batch_size": batch, "lr": spec.train.lr,
-           "train_rows_seen": rows_seen, "train_seconds": round(result.seconds, 1), "cached": cached,
+           "train_rows_seen": rows_seen, "train_seconds": round(result.seconds, 1), "device": result.device, "cached": cached,
            "checkpoint_reload_max_diff": reload_diff, **summarize(doc)}
     return row, doc, result
 

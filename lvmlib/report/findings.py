@@ -71,6 +71,7 @@ def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
         out["models"] = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in params.items())
         out["optimizer steps"] = f"{int(trained.optimizer_steps.min()):,}–{int(trained.optimizer_steps.max()):,} per run"
         out["training windows"] = ", ".join(f"{int(v):,}" for v in sorted(trained.train_sequences.unique()))
+        out["device"] = ", ".join(sorted(trained.device.astype(str).unique())) if "device" in trained else "?"
     out["seeds"] = ", ".join(map(str, seeds))
     return {**out, **extra}
 

@@ -291,39 +291,51 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _header_cell(info: dict[str, Any], params: Mapping[str, Any], unresolved: Mapping[str, str],
-                 metrics: Mapping[str, Any]):
+# wide tables scroll inside the page instead of being clipped; tables read as tables
+PAGE_STYLE = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table{display:block;overflow-x:auto;"
+              "max-width:100%} .lvm-scale td{padding:2px 10px} .lvm-tldr li{margin:4px 0}</style>")
+
+
+def _header_cell(info: dict[str, Any], metrics: Mapping[str, Any]):
     """The top of report.html: FAILED banner, the run, its scale (the notebook's banner plus profile,
-    commit and wall time), the TL;DR findings, and the parameters."""
+    commit and wall time) as a small table, and the TL;DR findings."""
     import nbformat
 
     e = html.escape
-    parts = []
+    parts = [PAGE_STYLE]
     if info["status"] != "ok":
         parts.append('<div style="background:#b00020;color:#fff;padding:12px 16px;font-size:1.3em;'
                      f'font-weight:bold;border-radius:4px">This run FAILED: {e(str(info["error"]))}</div>')
     parts.append(f"<p><b>lvm report</b> of <code>{e(info['notebook'])}</code> &middot; run "
                  f"<code>{e(info['run_id'])}</code> &middot; status <b>{e(info['status'])}</b> &middot; "
-                 f"started {e(info['started_utc'])} &middot; params file "
-                 f"<code>{e(str(info['params_file']))}</code></p>")
+                 f"started {e(info['started_utc'])}</p>")
     banner = metrics.get("banner")
     scale = {**({"scale": banner} if isinstance(banner, str) else banner if isinstance(banner, Mapping) else {}),
              "profile": profile(info["params_file"]), "commit": info["git"]["label"],
              "wall time": duration_text(info["duration_s"])}
-    parts.append(f"<p><b>Scale</b>: {e(banner_text(scale))}</p>")
+    parts.append('<table class="lvm-scale">' + "".join(f"<tr><td><b>{e(str(k))}</b></td><td>{e(str(v))}</td></tr>"
+                                                       for k, v in scale.items()) + "</table>")
     tldr = tldr_items(metrics.get("tldr"))
     if tldr:
-        parts.append("<p><b>TL;DR</b></p><ul>" + "".join(f"<li>{e(t)}</li>" for t in tldr) + "</ul>")
+        parts.append('<p><b>TL;DR</b></p><ul class="lvm-tldr">' + "".join(f"<li>{e(t)}</li>" for t in tldr) + "</ul>")
+    return nbformat.v4.new_markdown_cell("\n".join(parts))
+
+
+def _params_cell(info: dict[str, Any], params: Mapping[str, Any], unresolved: Mapping[str, str]):
+    """The end of report.html: the parameters of the run, collapsed."""
+    import nbformat
+
+    e = html.escape
     rows = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(json.dumps(v, default=str))}</code></td></tr>"
                    for k, v in params.items())
     rows += "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(v)}</code> (notebook default)</td></tr>"
                     for k, v in unresolved.items())
-    if rows:
-        parts.append(f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table>")
-    return nbformat.v4.new_markdown_cell("\n".join(parts))
+    return nbformat.v4.new_markdown_cell(
+        f"<details><summary><b>Parameters</b> (params file <code>{e(str(info['params_file']))}</code>)</summary>"
+        f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>")
 
 
-def render_html(nb, title: str, header=None) -> str:
+def render_html(nb, title: str, header=None, footer=None) -> str:
     """HTML without code inputs or prompts; stream outputs coalesced so tqdm shows one bar."""
     import copy
 
@@ -331,8 +343,7 @@ def render_html(nb, title: str, header=None) -> str:
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = copy.deepcopy(nb)
-    if header is not None:
-        nb.cells.insert(0, header)
+    nb.cells = [c for c in (header, *nb.cells, footer) if c is not None]
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
@@ -416,7 +427,8 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
         "start_timeout_s": start_timeout, "metrics_saved": metrics_saved,
         **environment_facts(),
     }
-    page = render_html(executed, f"{nb_path.stem} {run_dir.name}", _header_cell(info, resolved, unresolved, metrics))
+    page = render_html(executed, f"{nb_path.stem} {run_dir.name}", _header_cell(info, metrics),
+                       _params_cell(info, resolved, unresolved))
     files.write_text(run_dir / "report.html", page)
     files.write_json(run_dir / "run.json", info, sort_keys=True)  # last: its presence marks a finished run
     build_index(outputs)

@@ -94,8 +94,9 @@ def test_ok_report_html(runs):
     assert "output-marker-hello 8" in page  # outputs present, parameters applied
     assert "This run FAILED" not in page
     # the top of the page: the notebook's banner plus the runner's facts, then every TL;DR finding
-    assert "<b>Scale</b>: scale: tiny · 37 steps · profile: p · commit: " in page
+    assert "<td><b>scale</b></td><td>tiny · 37 steps</td>" in page and "<td><b>profile</b></td><td>p</td>" in page
     assert page.index("TL;DR") < page.index("first-finding-hello") < page.index("second-finding")
+    assert page.index("second-finding") < page.index("<summary><b>Parameters</b>")     # parameters last, collapsed
     # the stored notebook holds every tqdm update; the report shows only the final bar
     executed = nbformat.read(d / "notebook.ipynb", as_version=4)
     raw = "".join(o.get("text", "") for o in executed.cells[2].outputs)  # after injected params

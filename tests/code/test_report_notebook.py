@@ -35,7 +35,8 @@ def test_lvm_report_on_the_dataset_notebook(tmp_path):
     assert {"report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json"} <= {p.name for p in run.iterdir()}
     metrics = json.loads((run / "metrics.json").read_text())
     card = json.loads((TINY / "manifest.json").read_text())["counts"]
-    assert metrics["headline"]["concepts"] == card["concepts"]          # measured from the bank, not typed in
+    assert metrics["card"]["concepts"] == card["concepts"]              # measured from the bank, not typed in
+    assert metrics["tldr"][0].startswith(f"The bank holds {card['concepts']:,} concepts")
     html = (run / "report.html").read_text()
     assert "from lvmlib import" not in html                           # no code cells in the report
     assert "Wikipedia" in html and "<Figure size" not in html     # figures render as images, not as their repr
