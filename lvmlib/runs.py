@@ -195,7 +195,7 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
     train, val = sequences(bank, "train", spec.data.train_concepts), sequences(bank, "val")
     result, cached = _train_or_reuse(bank, spec, out_dir, train, val, progress, reuse)
     reloaded, reload_diff = (result.model, 0.0) if cached else reload_verified(result.model, result.checkpoint,
-                                                                               bank, val.contexts[:256])
+                                                                               bank, val.context_batch(slice(0, 256)))
     doc = evaluate_model(reloaded, bank, spec.data.train_concepts, spec.eval, baselines)
     batch = spec.train.batch_size
     rows_seen = sum(h["train_rows"] for h in result.history)   # a curriculum trains on fewer rows per epoch

@@ -9,10 +9,13 @@ A bank on disk is a folder:
     articles.jsonl  one {"id", "title", "split"} per article, in article-index order
 
 Concepts are stored article by article (positions 0..n-1), so a context window is a slice
-and can never cross an article boundary unless someone asks it to.
+and can never cross an article boundary unless someone asks it to. `Sequences` name windows by
+their target rows and gather the context vectors from the bank when asked (per batch, or all at
+once), so the (N, D) vectors, which load_bank memory-maps, are the only copy of the data.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,15 @@ from ..errors import InputError
 
 SPLITS = ("train", "val", "ood")
 CONTEXT = 5  # concepts of context; the target is the 6th
+CHUNK_BYTES = 1 << 23  # validate and fingerprint stream the vectors in blocks of about 8 MiB
+
+
+def row_blocks(array: np.ndarray, chunk_bytes: int | None = None):
+    """Consecutive row slices of an array, about chunk_bytes (default CHUNK_BYTES) each."""
+    n = array.shape[0]
+    step = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, array[:1].nbytes))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
 
 
 class BankError(InputError):
@@ -83,14 +95,28 @@ def validate(bank: Bank) -> None:
             raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
     if len(bank.text) != n:
         raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
-    bad = ~np.isfinite(v).all(axis=1)
-    if bad.any():
-        raise BankError(f"{bad.sum()} vector rows contain NaN/inf (first row {np.flatnonzero(bad)[0]}){where}")
-    norms = np.linalg.norm(v, axis=1)
-    off = np.abs(norms - 1.0) > 1e-3
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise BankError(f"{off.sum()} vector rows are not unit-norm (row {i} has norm {norms[i]:.4g}){where}")
+    # in row blocks, so a memory-mapped bank is checked without a full-size temporary
+    n_bad, first_bad, n_off, first_off = 0, None, 0, None
+    for rows in row_blocks(v):
+        block = v[rows]
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            n_bad += int(bad.sum())
+            first_bad = rows.start + int(np.flatnonzero(bad)[0]) if first_bad is None else first_bad
+        if n_bad:
+            continue
+        norms = np.linalg.norm(block, axis=1)
+        off = np.abs(norms - 1.0) > 1e-3
+        if off.any():
+            n_off += int(off.sum())
+            if first_off is None:
+                i = int(np.flatnonzero(off)[0])
+                first_off = (rows.start + i, norms[i])
+    if n_bad:
+        raise BankError(f"{n_bad} vector rows contain NaN/inf (first row {first_bad}){where}")
+    if n_off:
+        i, norm = first_off
+        raise BankError(f"{n_off} vector rows are not unit-norm (row {i} has norm {norm:.4g}){where}")
     if n and (bank.position[0] != 0 or np.any(np.diff(bank.article) < 0)):
         raise BankError(f"concepts must be stored article by article, starting at position 0{where}")
     # positions run 0,1,2,... inside each article and restart at 0 exactly when the article changes
@@ -116,7 +142,8 @@ def validate(bank: Bank) -> None:
 def fingerprint(vectors: np.ndarray, article: np.ndarray, position: np.ndarray, splits: list[str]) -> str:
     """A content hash of what training and evaluation read: vectors, layout and split."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    for rows in row_blocks(vectors):     # streamed: the same digest as hashing all the bytes at once
+        h.update(np.ascontiguousarray(vectors[rows], dtype=np.float32).data)
     h.update(np.ascontiguousarray(article, dtype=np.int32).tobytes())
     h.update(np.ascontiguousarray(position, dtype=np.int32).tobytes())
     h.update("\n".join(splits).encode())
@@ -146,19 +173,106 @@ def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, see
     return [str(s) for s in split], train_order
 
 
-@dataclass
 class Sequences:
-    """ctx-5 windows: contexts[i] = v[t-5:t] and targets[i] = v[t] of one article."""
-    contexts: np.ndarray   # (M, 5, D) float32
-    targets: np.ndarray    # (M, D) float32
-    article: np.ndarray    # (M,) article index
-    position: np.ndarray   # (M,) position of the target in its article
-    index: np.ndarray      # (M,) global row of the target in bank.vectors
-    limit: np.ndarray | None = None   # (M,) concepts of the row's article inside this selection
-                                      # (a training budget may cut the last article short)
+    """ctx-5 windows of one article each: contexts[i] = v[t-5:t] and targets[i] = v[t], t = index[i].
+
+    What identifies the windows is held as arrays: `index` (M,) the target's row in the bank's
+    vectors, `article` (M,), `position` (M,) of the target in its article, and `limit` (M,) (the
+    concepts of the row's article inside this selection; a training budget may cut the last article
+    short). sequences() builds them over the bank's `vectors` (the (N, D) array itself, no copy)
+    and gathers the vectors on demand:
+
+        seqs.context_batch(rows)   (B, 5, D) contexts of some windows (rows: indices, a slice or a mask)
+        seqs.target_batch(rows)    (B, D) their targets
+        seqs.contexts, seqs.targets  all of them, (M, 5, D) and (M, D): gathered on first use and
+                                   kept, so only a caller that asks for all of them pays that memory
+        seqs.subset(rows)          some windows, still gathered on demand
+        seqs.release()             drop what was gathered (training does, once its batches gather)
+
+    Sequences(contexts, targets, article, position, index, limit) with the arrays given outright
+    (synthetic data with no bank) still works; then `vectors` is None and the given arrays are used.
+    """
+
+    def __init__(self, contexts: np.ndarray | None = None, targets: np.ndarray | None = None,
+                 article: np.ndarray | None = None, position: np.ndarray | None = None,
+                 index: np.ndarray | None = None, limit: np.ndarray | None = None, *,
+                 vectors: np.ndarray | None = None, context: int = CONTEXT):
+        if article is None or position is None or index is None:
+            raise TypeError("Sequences needs article, position and index")
+        if vectors is None and (contexts is None or targets is None):
+            raise TypeError("Sequences needs contexts and targets, or the vectors to gather them from")
+        if vectors is not None and (contexts is not None or targets is not None):
+            raise TypeError("Sequences takes either contexts and targets or vectors, not both")
+        self.vectors = vectors            # (N, D) the bank's vectors; None: contexts/targets given outright
+        self.context = int(np.shape(contexts)[1] if np.ndim(contexts) >= 2 else context)
+        self.article, self.position, self.index, self.limit = article, position, index, limit
+        self._contexts, self._targets = contexts, targets
+
+    @classmethod
+    def from_rows(cls, vectors: np.ndarray, index: np.ndarray, article: np.ndarray, position: np.ndarray,
+                  limit: np.ndarray | None = None, context: int = CONTEXT) -> "Sequences":
+        """Windows whose targets are the bank rows `index` (each with `context` rows before it in
+        its article), gathered from `vectors` when asked for."""
+        return cls(article=article, position=position, index=index, limit=limit, vectors=vectors, context=context)
 
     def __len__(self) -> int:
-        return int(self.targets.shape[0])
+        return int(len(self.index) if self.vectors is not None else self._targets.shape[0])
+
+    def __repr__(self) -> str:
+        source = (f"gathered from {self.vectors.shape[0]:,} x {self.vectors.shape[1]} vectors"
+                  if self.vectors is not None else "given arrays")
+        return f"Sequences({len(self):,} windows, context {self.context}, {source})"
+
+    @property
+    def dim(self) -> int:
+        return int((self.vectors if self.vectors is not None else self._targets).shape[-1])
+
+    def context_rows(self, rows=slice(None)) -> np.ndarray:
+        """(B, context) bank rows of the contexts of windows `rows` (v[t-5], ..., v[t-1])."""
+        return np.asarray(self.index[rows], dtype=np.int64)[:, None] + np.arange(-self.context, 0)
+
+    def context_batch(self, rows) -> np.ndarray:
+        """(B, context, D) contexts of windows `rows` (indices, a slice or a boolean mask)."""
+        if self._contexts is not None:
+            return self._contexts[rows]
+        return self.vectors[self.context_rows(rows)]
+
+    def target_batch(self, rows) -> np.ndarray:
+        """(B, D) targets of windows `rows`."""
+        if self._targets is not None:
+            return self._targets[rows]
+        return self.vectors[np.asarray(self.index[rows], dtype=np.int64)]
+
+    @property
+    def contexts(self) -> np.ndarray:
+        """(M, context, D) every window's context: gathered on first use (context x the targets'
+        memory), then kept. Training gathers per batch instead (context_batch)."""
+        if self._contexts is None:
+            self._contexts = self.context_batch(slice(None))
+        return self._contexts
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(M, D) every window's target: gathered on first use, then kept."""
+        if self._targets is None:
+            self._targets = self.target_batch(slice(None))
+        return self._targets
+
+    def release(self) -> None:
+        """Drop the contexts/targets gathered so far (they are gathered again if asked for);
+        Sequences given as arrays keep theirs."""
+        if self.vectors is not None:
+            self._contexts = self._targets = None
+
+    def subset(self, rows) -> "Sequences":
+        """Windows `rows` (indices, a slice or a mask) as Sequences of their own, over the same
+        vectors (what was gathered already is sliced, not gathered again)."""
+        pick = (lambda a: None if a is None else a[rows])
+        out = copy.copy(self)
+        out.article, out.position, out.index, out.limit = (self.article[rows], self.position[rows],
+                                                           self.index[rows], pick(self.limit))
+        out._contexts, out._targets = pick(self._contexts), pick(self._targets)
+        return out
 
 
 def _windows_of(starts: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
@@ -198,14 +312,12 @@ def sequences(bank: Bank, split: str, train_concepts: int | None = None, context
         arts = bank.articles_in(split)
         starts, lengths = bank.article_start[arts], bank.article_length[arts]
     t = _windows_of(starts, lengths, context)
-    rows = t[:, None] + np.arange(-context, 0)
-    return Sequences(
-        contexts=bank.vectors[rows],
-        targets=bank.vectors[t],
+    return Sequences.from_rows(
+        bank.vectors, index=t,
         article=bank.article[t].astype(np.int64),
         position=bank.position[t].astype(np.int64),
-        index=t,
         limit=np.repeat(lengths, np.clip(lengths - context, 0, None)).astype(np.int64),
+        context=context,
     )
 
 
@@ -217,6 +329,15 @@ def neighbours(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None 
     nested training subset never reads concepts beyond the subset's budget.
     5CAT's offset sweep uses offsets -3..3 (k=0 is the target itself); rollout uses 0..H-1.
     """
+    rows, valid = neighbour_rows(bank, index, offsets, limit)
+    out = bank.vectors[rows]
+    out[~valid] = 0.0
+    return out, valid
+
+
+def neighbour_rows(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bank rows neighbours() reads: (rows (M, K) int64, valid (M, K) bool); invalid cells
+    point at row 0 (neighbours() zeroes them), so a caller can gather them per batch instead."""
     offsets = np.asarray(list(offsets), dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
     pos = bank.position[index][:, None] + offsets[None, :]
@@ -224,10 +345,7 @@ def neighbours(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None 
     if limit is not None:
         length = np.minimum(length, np.asarray(limit, dtype=np.int64)[:, None])
     valid = (pos >= 0) & (pos < length)
-    rows = np.where(valid, index[:, None] + offsets[None, :], 0)
-    out = bank.vectors[rows]
-    out[~valid] = 0.0
-    return out, valid
+    return np.where(valid, index[:, None] + offsets[None, :], 0), valid
 
 
 def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:

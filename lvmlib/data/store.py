@@ -61,9 +61,13 @@ def describe(bank: Bank) -> dict:
             "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, splits)}
 
 
-def load_bank(folder: str | Path, verify: bool = True) -> Bank:
+def load_bank(folder: str | Path, verify: bool = True, mmap: bool = True) -> Bank:
     """Read a bank folder. Refuses missing files, a wrong shape/dtype, NaN or zero-norm rows,
-    and files whose content fingerprint differs from the manifest's."""
+    and files whose content fingerprint differs from the manifest's.
+
+    mmap (the default): vectors.npy is memory-mapped read-only (np.load mmap_mode="r") rather
+    than read into memory; the checks and the fingerprint stream through it in blocks, and windows
+    (Sequences) gather from it, so the vectors are never held twice. mmap=False reads them in."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BankError(f"no bank folder at {folder} (build one with `lvm data build`)")
@@ -78,7 +82,7 @@ def load_bank(folder: str | Path, verify: bool = True) -> Bank:
     if manifest.get("format") != FORMAT:
         raise BankError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     try:
-        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BankError(f"{folder / 'vectors.npy'}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
     try:

@@ -294,6 +294,5 @@ def split_rows(bank: Bank, split: str, max_rows: int | None = None, seed: int = 
             raise EvalError(f"max_rows must be >= 1, got {max_rows}")
         if len(seqs) > max_rows:
             keep = np.sort(_rng(seed, f"rows/{split}").choice(len(seqs), size=max_rows, replace=False))
-            seqs = Sequences(seqs.contexts[keep], seqs.targets[keep], seqs.article[keep], seqs.position[keep],
-                             seqs.index[keep], None if seqs.limit is None else seqs.limit[keep])
+            seqs = seqs.subset(keep)
     return seqs

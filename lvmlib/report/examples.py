@@ -42,7 +42,7 @@ def decode(bank, predictors: dict, windows: np.ndarray, k: int = 3, index: Conce
     out = [{"target": int(val.index[w]), "context": [int(val.index[w]) - 5 + j for j in range(5)], "hits": {}}
            for w in windows]
     for name, predict in predictors.items():
-        pred = predict_all(as_predict(predict), val.contexts[windows])
+        pred = predict_all(as_predict(predict), val.context_batch(windows))
         scores, ids = index.search(pred / np.linalg.norm(pred, axis=1, keepdims=True), k)
         for ex, s_row, id_row in zip(out, scores, ids):
             ex["hits"][name] = [(int(i), float(s), int(i) in ex["context"], int(i) == ex["target"])

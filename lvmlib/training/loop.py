@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from tqdm import tqdm
 
 from ..config import ConfigError, RunSpec
 from ..curriculum import Curriculum, curriculum_config
-from ..data import Sequences, neighbours
+from ..data import Sequences
+from ..data.bank import neighbour_rows
 from ..losses import FLOW_VAL_SEED, Objective
 from ..models import LVM
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
@@ -68,7 +70,7 @@ def sequences_hash(train: Sequences, val: Sequences) -> str:
     for arr in (train.index, train.targets, val.index, val.targets):
         arr = np.ascontiguousarray(arr)
         h.update(str(arr.shape).encode())
-        h.update(arr.tobytes())
+        h.update(arr.data)      # the contiguous buffer itself: no copy of the targets
     return h.hexdigest()
 
 
@@ -97,28 +99,66 @@ class FitResult:
 
 
 class _Tensors:
-    """One split held on the device: contexts, targets, and only when a loss term needs them
-    (from the bank) the rollout's future targets + mask and info_nce_hard's v[t+k] + mask."""
+    """One split for the device: the bank's vectors, once (a float32 tensor that the splits of one
+    fit share; on the CPU it is the bank's array itself, memory-mapped or not), and each window's
+    target row. batch(idx) gathers the contexts (B, 5, D) and targets (B, D) of those windows, and,
+    only when a loss term needs them (from the bank), the rollout's future targets + mask and
+    info_nce_hard's v[t+k] + mask: the same numbers as holding every window, without the copies.
+    Sequences given as arrays (no vectors behind them) are held as they are; Sequences over the
+    vectors drop whatever all-window arrays they had gathered (they gather them again if asked)."""
 
     def __init__(self, seqs: Sequences, device, bank=None, horizon: int | None = None,
-                 hard_offsets: list[int] | None = None):
-        as_t = (lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device))
-        self.contexts, self.targets = as_t(seqs.contexts.astype(np.float32)), as_t(seqs.targets.astype(np.float32))
-        self.future = self.valid = self.hard = self.hard_valid = None
-        if horizon:
-            self.future, self.valid = map(as_t, neighbours(bank, seqs.index, range(horizon), seqs.limit))
+                 hard_offsets: list[int] | None = None, *, shared: list | None = None):
+        self.device = torch.device(device)
+        self._shared = [] if shared is None else shared      # (array, tensor): each array on the device once
+        as_t = (lambda a: torch.as_tensor(np.ascontiguousarray(a), device=self.device))
+        self._n = len(seqs)
+        self.vectors = self.rows = self.offsets = self.contexts = self.targets = None
+        if seqs.vectors is not None:
+            self.vectors = self._on_device(seqs.vectors)
+            self.rows = as_t(np.asarray(seqs.index, dtype=np.int64))
+            self.offsets = torch.arange(-seqs.context, 0, device=self.device)
+        else:
+            self.contexts, self.targets = as_t(seqs.contexts.astype(np.float32)), as_t(seqs.targets.astype(np.float32))
+        self.bank_vectors = self.future = self.valid = self.hard = self.hard_valid = None
+        if horizon or hard_offsets:
+            self.bank_vectors = self._on_device(bank.vectors)
+        if horizon:     # future / hard: bank rows (M, K) and masks; the vectors are gathered per batch
+            self.future, self.valid = map(as_t, neighbour_rows(bank, seqs.index, range(horizon), seqs.limit))
         if hard_offsets:
-            self.hard, self.hard_valid = map(as_t, neighbours(bank, seqs.index, hard_offsets, seqs.limit))
+            self.hard, self.hard_valid = map(as_t, neighbour_rows(bank, seqs.index, hard_offsets, seqs.limit))
+        seqs.release()  # all-window arrays fit gathered before (hash, model statistics, curriculum) go now
+
+    def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
+        for array, tensor in self._shared:
+            if array is vectors:
+                return tensor
+        v = np.asarray(vectors)
+        with warnings.catch_warnings():     # a memory-mapped bank is read-only; nothing writes to it
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.as_tensor(np.ascontiguousarray(v if v.dtype == np.float32 else v.astype(np.float32)),
+                                     device=self.device)
+        self._shared.append((vectors, tensor))
+        return tensor
 
     def __len__(self):
-        return len(self.targets)
+        return self._n
+
+    def _neighbours(self, rows, valid, idx):
+        """neighbours()' (B, K, D) for windows idx: bank rows gathered, cells outside the article 0."""
+        if rows is None:
+            return None
+        return self.bank_vectors[rows[idx]].masked_fill_(~valid[idx][..., None], 0.0)
 
     def batch(self, idx: torch.Tensor):
         """(contexts, targets, {future, valid, hard, hard_valid}: Objective's keyword inputs, None if unused)."""
         pick = (lambda t: None if t is None else t[idx])
-        extra = {"future": pick(self.future), "valid": pick(self.valid),
-                 "hard": pick(self.hard), "hard_valid": pick(self.hard_valid)}
-        return pick(self.contexts), pick(self.targets), extra
+        extra = {"future": self._neighbours(self.future, self.valid, idx), "valid": pick(self.valid),
+                 "hard": self._neighbours(self.hard, self.hard_valid, idx), "hard_valid": pick(self.hard_valid)}
+        if self.vectors is None:
+            return pick(self.contexts), pick(self.targets), extra
+        t = self.rows[idx]
+        return self.vectors[t[:, None] + self.offsets], self.vectors[t], extra
 
 
 @torch.no_grad()
@@ -126,7 +166,7 @@ def validate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
     """Val loss (every term on, no context drop), its parts, and mean cos(y_hat, y)."""
     objective.model.eval()
     total, cos_sum, parts = 0.0, 0.0, {}
-    device = data.targets.device
+    device = data.device
     # the flow loss draws noise: one fixed stream per evaluation, so val losses compare across epochs
     gen = torch.Generator(device=device).manual_seed(FLOW_VAL_SEED)
     for start in range(0, len(data), batch_size):
@@ -211,7 +251,7 @@ def _train_epoch(step_module, trainable, optimizer, schedule, data: _Tensors, or
     """One pass over `order` (at most steps_left steps); returns (summed loss, summed parts, rows this
     rank trained on, steps)."""
     rank, world = dist_info()
-    device = data.targets.device
+    device = data.device
     order_t = torch.as_tensor(order, device=device)
     loss_sum, part_sums, seen, steps = torch.zeros((), device=device), {}, 0, 0
     starts = [s for s in range(0, len(order), tcfg.batch_size) if min(tcfg.batch_size, len(order) - s) >= world]
@@ -296,7 +336,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
         model.fit(train.targets)   # statistics from the TRAINING targets only (global mean, robust scaler)
     model.to(device)
     horizon = objective.horizon if objective.needs_future else None
-    data = [_Tensors(s, device, bank, horizon, objective.hard_offsets) for s in (train, val)]
+    shared = []     # the bank's vectors go to the device once, for both splits
+    data = [_Tensors(s, device, bank, horizon, objective.hard_offsets, shared=shared) for s in (train, val)]
     writer = _Writer(out_dir, model, record, enabled=rank == 0)
     started = time.perf_counter()
     if not any(p.requires_grad for p in model.parameters()):

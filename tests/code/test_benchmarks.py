@@ -25,3 +25,11 @@ def test_bench_models_runs(tmp_path):
     result = run("bench_models.py", "--dim", "32", "--batch", "16", "--steps", "1", "--models", "amn,lstm",
                  "--ceiling-seconds", "0.2", tmp_path=tmp_path)
     assert {r["model"] for r in result["results"]} == {"amn", "lstm"}
+
+
+def test_bench_memory_runs(tmp_path):
+    result = run("bench_memory.py", "--tiny", tmp_path=tmp_path)
+    stages = result["stages"]
+    assert set(stages) == {"baseline", "load", "old", "new"} and result["vectors_bytes"] == 2000 * 16 * 4
+    assert stages["new"]["steps"] > 0 and stages["old"]["contexts_bytes"] == 5 * stages["old"]["targets_bytes"]
+    assert all(s["peak_rss"] > 0 for s in stages.values())

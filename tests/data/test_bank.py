@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lvmlib.data import Bank, BankError, assign_splits, neighbours, sequences, synthetic_bank
+from lvmlib.data import (Bank, BankError, Sequences, assign_splits, fingerprint, load_bank, neighbours, save_bank,
+                         sequences, synthetic_bank)
 
 
 @pytest.fixture
@@ -113,3 +114,108 @@ def test_every_listed_article_needs_concepts(bank):
     articles = bank.articles + [{"id": "ghost", "title": "ghost", "split": "val"}]
     with pytest.raises(BankError, match="every article"):
         Bank(bank.vectors, bank.article, bank.position, bank.text, articles, bank.train_order)
+
+
+# ----------------------------------------------------------------------------------------
+# Windows are gathered from the bank's vectors on demand; a bank on disk is memory-mapped
+
+def materialised(bank, s):
+    """What sequences() used to store: every window's contexts and target, copied out of the bank."""
+    rows = s.index[:, None] + np.arange(-5, 0)
+    return bank.vectors[rows], bank.vectors[s.index]
+
+
+@pytest.mark.parametrize("split, budget", [("train", None), ("train", 56), ("val", None), ("ood", None)])
+def test_gathered_windows_equal_the_materialised_ones(bank, split, budget):
+    s = sequences(bank, split, train_concepts=budget)
+    contexts, targets = materialised(bank, s)
+    assert s.vectors is bank.vectors and len(s) == len(targets)            # a reference, not a copy
+    rng = np.random.default_rng(0)
+    for rows in (rng.permutation(len(s))[:7], slice(2, 9), s.position == 6, np.array([], dtype=np.int64)):
+        assert np.array_equal(s.context_batch(rows), contexts[rows]) and s.context_batch(rows).dtype == np.float32
+        assert np.array_equal(s.target_batch(rows), targets[rows])
+        part = s.subset(rows)
+        assert np.array_equal(part.contexts, contexts[rows]) and np.array_equal(part.targets, targets[rows])
+        assert np.array_equal(part.index, s.index[rows]) and np.array_equal(part.limit, s.limit[rows])
+    assert np.array_equal(s.context_rows(), s.index[:, None] + np.arange(-5, 0))
+    assert np.array_equal(s.contexts, contexts) and np.array_equal(s.targets, targets)
+    assert s.contexts.shape == (len(s), 5, bank.dim) and s.dim == bank.dim
+
+
+def test_sequences_given_as_arrays_still_work(bank):
+    """Sequences(contexts, targets, article, position, index, limit), as split_rows builds a subset."""
+    s = sequences(bank, "val")
+    keep = np.arange(0, len(s), 3)
+    given = Sequences(s.contexts[keep], s.targets[keep], s.article[keep], s.position[keep], s.index[keep], s.limit[keep])
+    assert given.vectors is None and len(given) == len(keep) and given.context == 5
+    assert np.array_equal(given.contexts, s.context_batch(keep)) and np.array_equal(given.targets, s.target_batch(keep))
+    assert np.array_equal(given.context_batch([0, 2]), s.context_batch(keep[[0, 2]]))
+    assert np.array_equal(given.subset([1]).targets, s.target_batch(keep[[1]]))
+    with pytest.raises(TypeError, match="contexts and targets"):
+        Sequences(article=s.article, position=s.position, index=s.index)
+
+
+def test_training_batches_are_gathered_exactly(bank):
+    """_Tensors holds the vectors once and gathers per batch: the same numbers as the stored windows."""
+    torch = pytest.importorskip("torch")
+    from lvmlib.training.loop import _Tensors
+    shared = []
+    s = sequences(bank, "train", train_concepts=200)
+    data = _Tensors(s, "cpu", bank, horizon=3, hard_offsets=[1, -6], shared=shared)
+    val = _Tensors(sequences(bank, "val"), "cpu", bank, shared=shared)
+    assert len(shared) == 1 and data.vectors is val.vectors                 # the bank's vectors, once
+    contexts, targets = materialised(bank, s)
+    idx = torch.as_tensor(np.random.default_rng(1).permutation(len(s))[:40])
+    ctx, tgt, extra = data.batch(idx)
+    assert torch.equal(ctx, torch.as_tensor(contexts)[idx]) and torch.equal(tgt, torch.as_tensor(targets)[idx])
+    for key, valid_key, offsets in (("future", "valid", range(3)), ("hard", "hard_valid", [1, -6])):
+        vecs, valid = neighbours(bank, s.index, offsets, s.limit)         # what _Tensors used to hold
+        assert torch.equal(extra[key], torch.as_tensor(vecs)[idx]) and torch.equal(extra[valid_key], torch.as_tensor(valid)[idx])
+    given = Sequences(contexts.astype(np.float64), targets, s.article, s.position, s.index, s.limit)
+    ctx2, tgt2, _ = _Tensors(given, "cpu").batch(idx)                   # arrays with no bank behind them
+    assert torch.equal(ctx2, ctx) and torch.equal(tgt2, tgt) and ctx2.dtype == torch.float32
+
+
+def test_memory_mapped_bank_loads_and_verifies(bank, tmp_path):
+    manifest = save_bank(bank, tmp_path / "bank", {"kind": "test"})
+    mapped = load_bank(tmp_path / "bank")                                   # memory-mapped by default
+    assert isinstance(mapped.vectors, np.memmap) and not mapped.vectors.flags.writeable
+    assert np.array_equal(mapped.vectors, bank.vectors) and mapped.manifest["fingerprint"] == manifest["fingerprint"]
+    assert manifest["fingerprint"] == bank.manifest["fingerprint"]         # the streamed hash is the same hash
+    s, t = sequences(mapped, "val"), sequences(bank, "val")
+    assert np.array_equal(s.contexts, t.contexts) and type(s.contexts) is np.ndarray
+    read = load_bank(tmp_path / "bank", mmap=False)
+    assert type(read.vectors) is np.ndarray and np.array_equal(read.vectors, bank.vectors)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_changed_or_truncated_vectors_are_refused(bank, tmp_path, mmap):
+    folder = tmp_path / "bank"
+    save_bank(bank, folder, {"kind": "test"})
+    v = bank.vectors.copy()
+    v[[0, 1]] = v[[1, 0]]
+    np.save(folder / "vectors.npy", v)
+    with pytest.raises(BankError, match="fingerprint"):
+        load_bank(folder, mmap=mmap)
+    raw = (folder / "vectors.npy").read_bytes()
+    (folder / "vectors.npy").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BankError, match="unreadable"):
+        load_bank(folder, mmap=mmap)
+
+
+def test_checks_and_fingerprint_stream_in_blocks(bank, monkeypatch):
+    import hashlib
+    from lvmlib.data import bank as bank_module
+    whole = hashlib.sha256()
+    for part in (bank.vectors, bank.article, bank.position):
+        whole.update(np.ascontiguousarray(part).tobytes())
+    whole.update("\n".join(a["split"] for a in bank.articles).encode())
+    monkeypatch.setattr(bank_module, "CHUNK_BYTES", 5 * bank.vectors[:1].nbytes)       # 5 rows a block
+    assert fingerprint(bank.vectors, bank.article, bank.position, [a["split"] for a in bank.articles]) \
+        == whole.hexdigest()[:16] == bank.manifest["fingerprint"]
+    for value, message in ((np.nan, "3 vector rows contain NaN/inf \\(first row 7\\)"),
+                           (0.0, "3 vector rows are not unit-norm \\(row 7 has norm 0\\)")):
+        v = bank.vectors.copy()
+        v[[7, 12, 31]] = value                                               # rows in three different blocks
+        with pytest.raises(BankError, match=message):
+            Bank(v, bank.article, bank.position, bank.text, bank.articles, bank.train_order)

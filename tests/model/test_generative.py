@@ -22,7 +22,7 @@ def train(params, **kw):
 
 
 def spec(**sections):
-    return run_spec({"model": {"name": "given"}, "data": {"synthetic": {}}, **sections})
+    return run_spec({"model": {"name": "amn"}, "data": {"synthetic": {}}, **sections})
 
 SYNTH = {"n_articles": 60, "length": 20, "dim": 32, "noise": 0.05}
 FLOW_MODEL = dict(d_model=48, layers=2, heads=4, ff=96, dropout=0.0, head="flow", flow_hidden=64, flow_layers=2)

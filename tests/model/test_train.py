@@ -28,7 +28,7 @@ def train(params, **kw):
 
 def spec(**sections):
     """A run spec for fit(): only its loss/train/curriculum/seed sections matter there."""
-    return run_spec({"model": {"name": "given"}, "data": {"synthetic": {}}, **sections})
+    return run_spec({"model": {"name": "amn"}, "data": {"synthetic": {}}, **sections})
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"n_articles": 60, "length": 20, "dim": 32, "noise": 0.05}
