@@ -33,7 +33,7 @@ bank: setup
 	$(VENV)/bin/lvm data build --out $(BANK)
 
 bank-tiny: setup
-	$(VENV)/bin/lvm data build --out $(TINY_BANK) --max-articles 40 --val-fraction 0.2 --ood-fraction 0.2
+	$(VENV)/bin/lvm data build --out $(TINY_BANK) --max-articles 40 --val-fraction 0.2 --ood-fraction 0.2 --encoder-variant fp32
 
 reports: bank
 	@for nb in $(NOTEBOOKS); do \

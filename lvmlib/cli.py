@@ -23,13 +23,16 @@ BENCHMARKS = ("data", "models", "eval", "encode")
 
 def _build_options(b: argparse.ArgumentParser) -> None:
     from .data import DEFAULT_BANK, DEFAULT_MAX_ARTICLES
-    from .data.encode import DEFAULT_ENCODER
+    from .data.encode import DEFAULT_ENCODER, VARIANTS
     b.add_argument("--corpus", help="JSON lines of articles, plain or .gz (default: $LVM_CORPUS or "
                                     "../shared/corpora/enwiki-2015-25k.jsonl.gz)")
     b.add_argument("--out", default=DEFAULT_BANK, help=f"bank folder (default {DEFAULT_BANK})")
     b.add_argument("--max-articles", type=int, default=DEFAULT_MAX_ARTICLES,
                    help=f"first N articles (default {DEFAULT_MAX_ARTICLES}; 0 = all)")
     b.add_argument("--encoder", default=DEFAULT_ENCODER, help="sentence-transformers name or path")
+    b.add_argument("--encoder-variant", default="int8", choices=VARIANTS,
+                   help="int8 (default) / bf16: OpenVINO on the CPU, ~3.4x / ~2.3x faster than fp32 here, mean "
+                        "cosine to fp32 0.998 / 0.99999; fp32: sentence-transformers, the reference")
     b.add_argument("--device", default=None, help="encoder device (default: auto)")
     b.add_argument("--batch-size", type=int, default=32)
     for name, default in (("target-words", 60), ("min-words", 10), ("max-words", 400), ("split-seed", 0),
@@ -93,7 +96,8 @@ def _data(args, parser) -> int:
         raise BankError(f"--min-words {args.min_words}, --target-words {args.target_words}, --max-words "
                         f"{args.max_words}: need 0 < min_words <= target_words <= max_words") from None
     cfg = BuildConfig(corpus=args.corpus, max_articles=args.max_articles or None, skip_bad=args.skip_bad,
-                      encoder=args.encoder, encode_batch_size=args.batch_size, device=args.device, chunker=chunker,
+                      encoder=args.encoder, encoder_variant=args.encoder_variant,
+                      encode_batch_size=args.batch_size, device=args.device, chunker=chunker,
                       val_fraction=args.val_fraction, ood_fraction=args.ood_fraction,
                       split_seed=args.split_seed, shard_size=args.shard_size)
     print(format_card(dataset_card(build_bank(args.out, cfg, force=args.force))))   # --force deletes under the lock

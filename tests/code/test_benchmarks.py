@@ -33,3 +33,11 @@ def test_bench_memory_runs(tmp_path):
     assert set(stages) == {"baseline", "load", "old", "new"} and result["vectors_bytes"] == 2000 * 16 * 4
     assert stages["new"]["steps"] > 0 and stages["old"]["contexts_bytes"] == 5 * stages["old"]["targets_bytes"]
     assert all(s["peak_rss"] > 0 for s in stages.values())
+
+
+def test_bench_encode_runs(tmp_path, shared_corpus):
+    result = run("bench_encode.py", "--tiny", "--corpus", str(shared_corpus), tmp_path=tmp_path)
+    rows = {r["variant"]: r for r in result["results"]}
+    assert set(rows) == {"fp32", "bf16", "int8"} and result["concepts"] == 48
+    assert rows["fp32"]["speedup_vs_fp32"] == 1 and all(r["deterministic"] for r in rows.values())
+    assert all(r["concepts_per_s"] > 0 and r["settings"]["variant"] == v for v, r in rows.items())
