@@ -438,7 +438,7 @@ def _popen(*args):
 def test_sigkilled_build_and_training_resume_bit_identical(tmp_path):
     # a bank build with the real encoder, killed once its first shard is on disk
     corpus = write_corpus(tmp_path / "c.jsonl", tiny_articles())
-    build = ["data", "build", "--corpus", corpus, "--max-articles", 0, "--shard-size", 4]
+    build = ["data", "build", "--corpus", corpus, "--max-articles", 0, "--shard-size", 4, "--encoder-variant", "fp32"]
     killed = tmp_path / "killed-bank"
     proc = _popen(*build, "--out", killed)
     _kill_when(proc, lambda: any((killed / ".build" / "shards").glob("*.npy")))

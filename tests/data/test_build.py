@@ -21,7 +21,7 @@ SHARD = 16
 
 
 def cfg_for(corpus, **kw):
-    return BuildConfig(corpus=str(corpus), max_articles=None, shard_size=SHARD, **kw)
+    return BuildConfig(corpus=str(corpus), max_articles=None, shard_size=SHARD, **{"encoder_variant": "fp32", **kw})
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ KILLER = textwrap.dedent("""
             os._exit(137)          # as abrupt as SIGKILL: no cleanup, no finally blocks
         return real(self, texts)
     encode.Encoder.encode = dies_on_third_shard
-    build_bank(sys.argv[1], BuildConfig(corpus=sys.argv[2], max_articles=None, shard_size=%d), progress=False)
+    build_bank(sys.argv[1], BuildConfig(corpus=sys.argv[2], max_articles=None, shard_size=%d, encoder_variant=\"fp32\"), progress=False)
 """ % SHARD)
 
 
@@ -169,7 +169,7 @@ def test_resumed_build_shows_this_runs_rate(tmp_path, tiny_corpus, monkeypatch, 
 
 @pytest.mark.corpus
 def test_real_corpus_bank(tmp_path, shared_corpus, encoder):
-    bank = build_bank(tmp_path / "real", BuildConfig(corpus=str(shared_corpus), max_articles=4, shard_size=256),
+    bank = build_bank(tmp_path / "real", BuildConfig(corpus=str(shared_corpus), max_articles=4, shard_size=256, encoder_variant="fp32"),
                       progress=False, encoder=encoder)
     assert bank.articles[0]["title"] == "Anarchism" and len(bank) > 100
     train = sequences(bank, "train")

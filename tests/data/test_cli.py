@@ -29,7 +29,7 @@ def test_data_build_takes_params_and_flags_win(tmp_path, capsys, monkeypatch):
     params = tmp_path / "build.yaml"
     params.write_text(f"corpus: {corpus}\nmax_articles: 4\nsplit_seed: 3\nshard-size: 64\n")
     out = tmp_path / "bank"
-    assert cli.main(["data", "build", "--params", str(params), "--out", str(out), "--max-articles", "5"]) == 0
+    assert cli.main(["data", "build", "--params", str(params), "--out", str(out), "--max-articles", "5", "--encoder-variant", "fp32"]) == 0
     bank = load_bank(out)
     assert len(bank.articles) == 5                                  # the flag beat the file's 4
     assert bank.manifest["split"]["seed"] == 3 and bank.manifest["plan"]["shard_size"] == 64
