@@ -7,6 +7,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -125,3 +126,24 @@ def to_jsonable(obj, *, nonfinite: str = "null", where: str = "value"):
     if hasattr(obj, "tolist") and callable(obj.tolist):   # numpy / torch arrays and scalars
         return to_jsonable(obj.tolist(), nonfinite=nonfinite, where=where)
     raise TypeError(f"{where}: value of type {type(obj).__name__} is not JSON-able")
+
+
+# the repository (lvmlib's parent folder): committed outputs name paths relative to it
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable(value):
+    """``value`` (a string, or every string in a JSON-like value) with absolute paths made relative:
+    into the repository ``data/x``, beside it ``../shared/x``, under the home folder ``~/x``.
+    Committed outputs (run.json, params.yaml, metrics.json, index.html) hold no machine paths."""
+    if isinstance(value, Mapping):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for base, short in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../"), (Path.home(), "~/")):
+        if len(base.parts) > 1:
+            value = re.sub(rf"(?<![\w.~/-]){re.escape(str(base))}(/|(?![\w.-]))",
+                           lambda m, s=short: s if m.group(1) else (s.rstrip("/") or "."), value)
+    return value

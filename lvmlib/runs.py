@@ -22,7 +22,6 @@ import torch
 from . import evaluation, files
 from .config import ConfigError, EvalSpec, RunSpec
 from .data import Bank, sequences, train_subset
-from .data.corpus import repo_root
 from .models import build_model, count_parameters
 from .training import FitResult, fit, load_checkpoint, seed_everything
 
@@ -136,12 +135,9 @@ def reload_verified(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray)
 
 
 def portable_path(path) -> str:
-    """A path inside the repository as a repo-relative string (lvmlib.data.open_bank resolves it
-    from anywhere), so saved specs and reports work on another clone; other paths unchanged."""
-    try:
-        return str(Path(path).resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
+    """A path as committed outputs and saved specs write it: repo-relative inside the repository
+    (lvmlib.data.open_bank resolves it from anywhere), so they work on another clone."""
+    return files.portable(str(path))
 
 
 def reproducing_spec(bank: Bank, spec: RunSpec, out) -> RunSpec:
@@ -215,7 +211,7 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
     check runs either way). The baselines are fitted once per training subset."""
     results, fitted = Results(), {}
     if cache is not None and not Path(cache).is_absolute():
-        cache = repo_root() / cache          # notebooks run in notebooks/; the cache is the repository's
+        cache = files.REPO_ROOT / cache     # notebooks run in notebooks/; the cache is the repository's
     labels = [spec.name for spec in specs]
     if len(set(labels)) < len(labels):
         raise ConfigError(f"run labels must be unique (tables and checkpoint folders use them): "

@@ -20,6 +20,7 @@ import numpy as np
 from ..data.bank import CONTEXT, Bank, Sequences, train_subset
 from .core import EvalError, bootstrap_mean, copy_last, row_cosine, split_rows
 from .fivecat import in_article_rank, offset_sweep
+from .lcm import ca_other_documents, lcm_metrics
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 CHUNK = 8192   # training windows added to the index at a time (bounds the memory of the keys)
@@ -81,16 +82,19 @@ def best_of_k(bank: Bank, rows: Sequences, index: ContextIndex, ks=KS) -> dict[i
 
 
 def scores(bank: Bank, rows: Sequences, pred: np.ndarray, seed: int = 0) -> dict:
-    """The numbers the ceiling is read with: cosine (bootstrap CI), 5CAT A (c0, margin, peak),
-    in-article R@1/R@5/MRR as 5CAT B counts them and with the context left out."""
+    """The numbers the ceiling (or any set of predictions) is read with: cosine (bootstrap CI), 5CAT A
+    (c0, margin, peak), in-article R@1/R@5/MRR as 5CAT B counts them and with the context left out,
+    LCM's CA (the paper's definition and Meta's code's) and PAR."""
     cos = bootstrap_mean(row_cosine(pred, rows.targets), seed=seed)
     a = offset_sweep(None, bank, rows, pred=pred)
     b = in_article_rank(None, bank, rows, pred=pred)
     bx = in_article_rank(None, bank, rows, pred=pred, exclude_context=True)
+    lcm = lcm_metrics(pred, rows, bank, seed=seed)
     return {"cos": cos["mean"], "cos_low": cos["ci_low"], "cos_high": cos["ci_high"], "c0": a["c0"],
             "margin": a["margin"], "peak": a["peak_offset"], "r1": b["r1"], "r5": b["r5"], "mrr": b["mrr"],
             "r1_excl": bx["r1"], "r5_excl": bx["r5"], "mrr_excl": bx["mrr"], "chance_r1": b["chance"]["r1"],
-            "chance_r1_excl": bx["chance"]["r1"]}
+            "chance_r1_excl": bx["chance"]["r1"], "ca": lcm["ca"], "ca_meta": ca_other_documents(pred, rows, bank)["ca"],
+            "par": lcm["par_median"]}
 
 
 def knn_ceiling(bank: Bank, rows: Sequences, train_concepts: int | None = None, ks=KS,

@@ -282,30 +282,55 @@ def _best_on(summary: pd.DataFrame, metric: str, label: str) -> str:
     return f"{best[label]} {ci_text(*_ci3(best, metric))}"
 
 
+def best_forward(summary: pd.DataFrame, floor: float | None = None, metric: str = "val_margin"):
+    """The configuration with the largest `metric` among those whose VAL cosine is above `floor` (a
+    constant predictor's, e.g. the global mean's): a margin won by pointing away from every concept
+    is no forward prediction. None if there is none."""
+    ok = summary if floor is None or "val_cos" not in summary else summary[summary.val_cos > floor]
+    return None if ok.empty else ok.loc[ok[metric].idxmax()]
+
+
 def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: pd.DataFrame,
-               reference: str = "P1 MSE", label: str = "config", previous: dict | None = None) -> list[str]:
+               reference: str = "P1 MSE", label: str = "config", previous: dict | None = None,
+               floor: float | None = None, copy_r1: float | None = None, rows: pd.DataFrame | None = None) -> list[str]:
     """Notebook 04's TL;DR: the best converged configuration on margin, in-article R@1 and CA (95 %
     intervals over seeds), whether any run passes 5CAT A or B, and how far the best stands from the
     predictability ceiling and from the oracle.
 
-    summary: tables.seed_summary of the CONVERGED runs by `label`, with val_margin, val_r1 (5CAT B),
-      val_r1_excl (context left out), ca (paper) and ca_meta (Meta's code), each with _low/_high.
+    summary: tables.seed_summary of the CONVERGED runs by `label`, with val_cos, val_margin, val_r1
+      (5CAT B), val_r1_excl (context left out), ca (paper) and ca_meta (Meta's code), each with _low/_high.
     ceiling: the best-of-k ceiling on the same VAL rows: {"k", "train_concepts", "margin", "r1", "r1_excl"}.
     oracle: runs.oracle_row (val_margin).
     gate_table: tables.five_cat_table rows of the converged runs (label, split, A, B).
     reference: the configuration the best margin is compared with (P1).
-    previous: optionally {"source", "passing_A_and_B", "runs", "best_margin"} of an earlier report."""
+    previous: optionally {"source", "passing_A_and_B", "runs", "best_margin"} of an earlier report.
+    floor: the VAL cosine of a constant predictor (the global mean): the margin is ranked only among
+      configurations above it (best_forward); a larger margin below it is named as such.
+    copy_r1: copy-last's in-article R@1 with the context left out (ceiling.copy_problem), if given.
+    rows: the per-run rows; if given, the first sentence says how many runs converged."""
     if summary.empty:
         return ["No configuration converged, so no objective is compared (every run stopped at the epoch cap)."]
-    best = summary.loc[summary.val_margin.idxmax()]
+    out = [convergence(rows)] if rows is not None else []
+    best = best_forward(summary, floor)
+    top = summary.loc[summary.val_margin.idxmax()]
     by = summary.set_index(label)
-    first = (f"Largest VAL margin: {best[label]}, {ci_text(*_ci3(best, 'val_margin'))} over {int(best['seeds'])} "
-             f"seed(s)")
-    if reference in by.index and reference != best[label]:
-        side = {1: "above", -1: "below", 0: "not separable from"}[
-            separated(_ci3(best, "val_margin"), _ci3(by.loc[reference], "val_margin"))]
-        first += f", {side} {reference}'s {ci_text(*_ci3(by.loc[reference], 'val_margin'))}"
-    out = [first + "."]
+    if best is None:
+        first = (f"No configuration predicts better than a constant (VAL cosine above {floor:.3f}); the largest VAL "
+                 f"margin is {top[label]}'s {ci_text(*_ci3(top, 'val_margin'))}")
+    else:
+        first = (f"Largest VAL margin{f' among configurations above a constant predictor (VAL cosine > {floor:.3f})' if floor is not None else ''}: "
+                 f"{best[label]}, {ci_text(*_ci3(best, 'val_margin'))} over {int(best['seeds'])} seed(s)")
+        if "val_cos" in summary:
+            first += f" at VAL cosine {ci_text(*_ci3(best, 'val_cos'))}"
+        if reference in by.index and reference != best[label]:
+            side = {1: "above", -1: "below", 0: "not separable from"}[
+                separated(_ci3(best, "val_margin"), _ci3(by.loc[reference], "val_margin"))]
+            first += f", {side} {reference}'s {ci_text(*_ci3(by.loc[reference], 'val_margin'))}"
+        if top[label] != best[label]:
+            first += (f"; {top[label]} has a larger one, {ci_text(*_ci3(top, 'val_margin'))}, but at VAL cosine "
+                      f"{ci_text(*_ci3(top, 'val_cos'))}, no better than a constant's: it moved away from the context, "
+                      "not towards the next concept")
+    out.append(first + ".")
     out.append(f"Best in-article R@1 (5CAT B): {_best_on(summary, 'val_r1', label)}; with the 5 context concepts "
                f"left out of the candidates: {_best_on(summary, 'val_r1_excl', label)}. Best CA: "
                f"{_best_on(summary, 'ca', label)} (paper's definition), {_best_on(summary, 'ca_meta', label)} "
@@ -320,11 +345,15 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
         text += (f"; the earlier report ({previous['source']}) had {previous['passing_A_and_B']} of "
                  f"{previous['runs']} runs passing A and B, its best trained margin {previous['best_margin']:+.3f}")
     out.append(text + ".")
-    gap_m = ceiling["margin"] - best.val_margin
+    ref = best if best is not None else top
     best_r1x = summary.loc[summary.val_r1_excl.idxmax()]
-    out.append(f"Against the predictability ceiling (the best of the true next concepts of the {ceiling['k']} "
-               f"nearest training contexts, {int(ceiling['train_concepts']):,} training concepts, oracle-selected): "
-               f"margin {ceiling['margin']:+.3f} vs the best model's {best.val_margin:+.3f} ({gap_m:+.3f} to go), "
-               f"R@1 with the context left out {ceiling['r1_excl']:.3f} vs {best_r1x.val_r1_excl:.3f}; the 5CAT A "
-               f"gate asks +0.12 and B 0.60, the perfect predictor ŷ = y scores margin {oracle['val_margin']:+.3f}.")
+    text = (f"Against the predictability ceiling (the best of the true next concepts of the {ceiling['k']} nearest "
+            f"training contexts, {int(ceiling['train_concepts']):,} training concepts, oracle-selected): margin "
+            f"{ceiling['margin']:+.3f} vs {ref[label]}'s {ref.val_margin:+.3f} ({ceiling['margin'] - ref.val_margin:+.3f} "
+            f"to go), R@1 with the context left out {ceiling['r1_excl']:.3f} vs the best model's "
+            f"{best_r1x.val_r1_excl:.3f}")
+    if copy_r1 is not None:
+        text += f" (copy-last, the concept nearest the last context concept, scores {copy_r1:.3f} there)"
+    out.append(text + f"; the gates ask +0.12 and 0.60, the perfect predictor ŷ = y scores margin "
+                      f"{oracle['val_margin']:+.3f}.")
     return out

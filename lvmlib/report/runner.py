@@ -17,7 +17,6 @@ import html
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from importlib import metadata as _metadata
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import files
+from ..files import REPO_ROOT, portable
 from ..config import dump_yaml, read_yaml
 from ..errors import InputError
 
@@ -36,7 +36,6 @@ KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # CurveZMQ keys ipykernel warns "Kernel is running over TCP without encryption" on every run.
 KERNEL_MANAGER_CONFIG = {"KernelManager": {"transport": "ipc"}}
 RUN_FILES = ("report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ReportError(InputError):
@@ -52,23 +51,6 @@ class ReportFailed(RuntimeError):
 
 
 # --------------------------------------------------------------------------- repo-relative paths
-def portable(value: Any) -> Any:
-    """``value`` (a string, or every string in a JSON-like value) with absolute paths made relative:
-    into the repository ``data/x``, beside it ``../shared/x``, under the home folder ``~/x``.
-    Committed outputs (run.json, params.yaml, metrics.json, index.html) hold no machine paths."""
-    if isinstance(value, Mapping):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [portable(v) for v in value]
-    if not isinstance(value, str):
-        return value
-    for base, short in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../"), (Path.home(), "~/")):
-        if len(base.parts) > 1:
-            value = re.sub(rf"(?<![\w.~/-]){re.escape(str(base))}(/|(?![\w.-]))",
-                           lambda m, s=short: s if m.group(1) else (s.rstrip("/") or "."), value)
-    return value
-
-
 # --------------------------------------------------------------------------- the notebook's side
 def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
     """Record a notebook's metrics for the report runner; returns ``metrics`` unchanged.
