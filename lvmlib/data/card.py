@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..files import portable
 from .bank import Bank
 from .store import describe
 
@@ -35,11 +36,12 @@ def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:
     m = bank.manifest
     corpus = m.get("corpus") or {}
     return {
-        "bank": str(bank.path) if bank.path else m.get("kind", "in memory"),
+        "bank": portable(str(bank.path)) if bank.path else m.get("kind", "in memory"),
         "fingerprint": m.get("fingerprint"),
-        "corpus": corpus.get("path"),
+        "corpus": portable(corpus.get("path")),
         "corpus_truncated": f"{corpus.get('articles_read')} articles read" if corpus.get("truncated") else None,
-        "encoder": (m.get("encoder") or {}).get("name"),
+        "encoder": " ".join(filter(None, [(m.get("encoder") or {}).get("name"),
+                                          (m.get("encoder") or {}).get("variant")])) or None,
         "dim": bank.dim,
         "articles": len(bank.articles),
         "concepts": len(bank),

@@ -64,7 +64,8 @@ def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
     m = bank.manifest
     out = {"bank": f"{m.get('name') or (bank.path.name if bank.path else 'in memory')}: {len(bank):,} concepts, "
                    f"{int(np.unique(bank.article).size):,} articles",
-           "encoder": f"{(m.get('encoder') or {}).get('name', '?')} (D={bank.dim})"}
+           "encoder": f"{(m.get('encoder') or {}).get('name', '?')} {(m.get('encoder') or {}).get('variant', '')} "
+                      f"(D={bank.dim})".replace("  ", " ")}
     trained = pd.concat(converged_only(rows))
     if len(trained):
         params = trained.groupby("model")["params"].first()
