@@ -180,16 +180,7 @@ def remove_bank(folder: str | Path) -> None:
 def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: Encoder | None) -> Bank:
     plan = _plan(cfg, sha256_file(corpus))
     if (out / "manifest.json").exists():
-        try:
-            existing = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("plan")
-        except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
-            raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out") from None
-        if existing != plan:
-            raise BankError(f"{out} already holds a bank built with other settings; "
-                            "choose another --out or delete it (use --force)")
-        print(f"bank {out} is up to date")
-        return load_bank(out)
-
+        return _up_to_date(out, plan)
     work = out / ".build"
     if (work / "plan.json").exists() and _read_plan(work / "plan.json") != plan:
         print(f"{work}: an unfinished build with other settings; starting over")
@@ -201,11 +192,30 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
                     layout["train_order"])
         write_json(work / "plan.json", plan)
         write_json(work / "layout.json", {"concepts": len(layout["texts"]), "stats": layout["stats"]})
-    layout_info = json.loads((work / "layout.json").read_text())
     texts = read_jsonl(work / "texts.jsonl")
+    encoder, encode_seconds = _encode_shards(work, cfg, texts, encoder, progress)
+    return _finish(out, work, cfg, plan, texts, encoder,
+                   {"this_run_seconds": round(time.time() - started, 1),
+                    "encode_seconds_this_run": round(encode_seconds, 1)})
+
+
+def _up_to_date(out: Path, plan: dict) -> Bank:
+    """The bank already in `out`, if it was built with this plan; else an error."""
+    try:
+        existing = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("plan")
+    except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
+        raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out") from None
+    if existing != plan:
+        raise BankError(f"{out} already holds a bank built with other settings; "
+                        "choose another --out or delete it (use --force)")
+    print(f"bank {out} is up to date")
+    return load_bank(out)
+
+
+def _encode_shards(work: Path, cfg: BuildConfig, texts: list, encoder: Encoder | None, progress: bool):
+    """Encode every shard not yet on disk (each written atomically); (encoder, seconds encoding)."""
     n = len(texts)
     n_shards = -(-n // cfg.shard_size)
-
     given = (encoder.name, encoder.batch_size, getattr(encoder, "variant", "fp32")) if encoder else None
     if encoder is not None and given != (cfg.encoder, cfg.encode_batch_size, cfg.encoder_variant):
         raise BankError(f"encoder {given[0]!r} (batch {given[1]}, {given[2]}) given, but the build config says "
@@ -228,7 +238,12 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
             encode_seconds += time.time() - t0
             atomic_write(_shard_path(work, i), lambda f: np.save(f, v))
             bar.update(len(chunk))
+    return encoder, encode_seconds
 
+
+def _finish(out: Path, work: Path, cfg: BuildConfig, plan: dict, texts: list, encoder, timing: dict) -> Bank:
+    """Assemble the shards into the bank's files, the manifest last (it marks a complete bank)."""
+    n_shards = -(-len(texts) // cfg.shard_size)
     shards = [np.load(_shard_path(work, i)) for i in range(n_shards)]
     dims = {s.shape[1] for s in shards}
     if len(dims) != 1:
@@ -237,7 +252,6 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
     with np.load(work / "concepts.npz") as z:
         article, position, train_order = z["article"], z["position"], z["train_order"]
     bank = Bank(vectors, article, position, texts, read_jsonl(work / "articles.jsonl"), train_order)
-
     encoder_info = encoder.settings() if encoder else {"name": cfg.encoder, "batch_size": cfg.encode_batch_size,
                                                       "variant": cfg.encoder_variant, "dim": int(vectors.shape[1]),
                                                       "resumed_without_encoding": True}
@@ -245,15 +259,12 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
     for name in ("concepts.npz", "texts.jsonl", "articles.jsonl"):
         # copied, not moved: a build killed before the manifest is written still resumes from .build
         atomic_write(out / name, lambda f, src=work / name: _copy_into(src, f))
-    stats = layout_info["stats"]
+    stats = json.loads((work / "layout.json").read_text())["stats"]
     corpus_info = {**plan["corpus"], "truncated": stats.get("corpus_truncated", False),
                    "articles_read": stats.get("articles_read")}
-    manifest = {"format": "lvm-bank/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "plan": plan, "corpus": corpus_info, "chunker": plan["chunker"], "encoder": encoder_info,
-                "split": plan["split"], "chunk_stats": layout_info["stats"],
-                "timing": {"this_run_seconds": round(time.time() - started, 1),
-                           "encode_seconds_this_run": round(encode_seconds, 1)},
-                **describe(bank)}
+                "split": plan["split"], "chunk_stats": stats, "timing": timing, **describe(bank)}
     write_json(out / "manifest.json", manifest)
     shutil.rmtree(work)
     return load_bank(out)

@@ -336,16 +336,7 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
                f"left out of the candidates: {_best_on(summary, 'val_r1_excl', label)}. Best CA: "
                f"{_best_on(summary, 'ca', label)} (paper's definition), {_best_on(summary, 'ca_meta', label)} "
                "(Meta's code: other documents' targets only).")
-    t = gate_table
-    a_pass, b_pass = t[t.A == "PASS"], t[t.B == "PASS"]
-    text = (f"5CAT: {len(a_pass)} of {len(t)} converged run × split results pass A (margin and c₀) and "
-            f"{len(b_pass)} pass B (R@1, R@5, MRR)")
-    passing = sorted(set(a_pass.label) | set(b_pass.label))
-    text += f" ({', '.join(passing)})" if passing else ""
-    if previous:
-        text += (f"; the earlier report ({previous['source']}) had {previous['passing_A_and_B']} of "
-                 f"{previous['runs']} runs passing A and B, its best trained margin {previous['best_margin']:+.3f}")
-    out.append(text + ".")
+    out.append(_gate_counts(gate_table, previous))
     ref = best if best is not None else top
     best_r1x = summary.loc[summary.val_r1_excl.idxmax()]
     text = (f"Against the predictability ceiling (the best of the true next concepts of the {ceiling['k']} nearest "
@@ -358,3 +349,16 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
     out.append(text + f"; the gates ask +0.12 and 0.60, the perfect predictor ŷ = y scores margin "
                       f"{oracle['val_margin']:+.3f}.")
     return out
+
+
+def _gate_counts(t: pd.DataFrame, previous: dict | None = None) -> str:
+    """How many converged run × split results pass 5CAT A and B, beside an earlier report's count."""
+    a_pass, b_pass = t[t.A == "PASS"], t[t.B == "PASS"]
+    text = (f"5CAT: {len(a_pass)} of {len(t)} converged run × split results pass A (margin and c₀) and "
+            f"{len(b_pass)} pass B (R@1, R@5, MRR)")
+    passing = sorted(set(a_pass.label) | set(b_pass.label))
+    text += f" ({', '.join(passing)})" if passing else ""
+    if previous:
+        text += (f"; the earlier report ({previous['source']}) had {previous['passing_A_and_B']} of "
+                 f"{previous['runs']} runs passing A and B, its best trained margin {previous['best_margin']:+.3f}")
+    return text + "."
