@@ -129,21 +129,6 @@ def _with_file_options(args, parser):
     return parser.parse_args(sys.argv[1:] if args._argv is None else args._argv)
 
 
-def _remove_bank(folder: str) -> None:
-    """Delete a bank folder, and only a bank (lvmlib.data.build.remove_bank), under its lock.
-
-    No longer used by `lvm data build --force` (build_bank(force=True) deletes under the build's own
-    lock); kept only for tests/data/test_build.py, which imports it. Remove with that import."""
-    import shutil
-    from .data.build import remove_bank
-    from .files import folder_lock
-    if not (Path(folder) / "manifest.json").exists():
-        return
-    with folder_lock(folder, "lvm data build --force"):
-        remove_bank(folder)
-    shutil.rmtree(folder)
-
-
 def _train(args, parser) -> int:
     import os
     from .config import read_run_spec

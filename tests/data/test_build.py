@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 
-from lvmlib.cli import _remove_bank
 from lvmlib.data import BankError, BuildConfig, build_bank, dataset_card, format_card, load_bank, sequences
 from lvmlib.data import build as build_module
 from lvmlib.data.encode import DEFAULT_ENCODER
@@ -121,8 +120,9 @@ def test_build_into_a_locked_folder_fails_at_once(tmp_path, tiny_corpus):
 def test_lock_file_does_not_break_load_or_force_removal(built):
     assert (built.path / ".lock").exists()      # kept after the build
     assert len(load_bank(built.path)) == len(built)
-    _remove_bank(str(built.path))
-    assert not built.path.exists()
+    with folder_lock(built.path, "lvm data build --force"):     # as build_bank(force=True) removes it
+        build_module.remove_bank(built.path)
+    assert [p.name for p in built.path.iterdir()] == [".lock"]
 
 
 def test_truncated_corpus_with_skip_bad_is_recorded(tmp_path, encoder):
