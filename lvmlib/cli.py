@@ -6,8 +6,7 @@
     lvm report NOTEBOOK [--params FILE] [--outputs DIR] [--timeout S] | lvm report --index
     lvm bench {data,models,eval,encode} [args...]
 
-Exit codes (lvmlib.errors): 0 success; 2 bad input or environment (one line naming the file,
-key or line, and what to do; no traceback); 1 an internal error (traceback shown).
+Exit codes: lvmlib.errors.
 """
 from __future__ import annotations
 
@@ -34,12 +33,9 @@ def _build_options(b: argparse.ArgumentParser) -> None:
                    help="int8 (default) / bf16: OpenVINO on the CPU, ~3.4x / ~2.3x faster than fp32 here, mean "
                         "cosine to fp32 0.998 / 0.99999; fp32: sentence-transformers, the reference")
     b.add_argument("--device", default=None, help="encoder device (default: auto)")
-    b.add_argument("--batch-size", type=int, default=32)
-    for name, default in (("target-words", 60), ("min-words", 10), ("max-words", 400), ("split-seed", 0),
-                          ("shard-size", 2048)):
-        b.add_argument(f"--{name}", type=int, default=default)
-    b.add_argument("--val-fraction", type=float, default=0.1)
-    b.add_argument("--ood-fraction", type=float, default=0.1)
+    for name, default in (("batch-size", 32), ("target-words", 60), ("min-words", 10), ("max-words", 400),
+                          ("split-seed", 0), ("shard-size", 2048), ("val-fraction", 0.1), ("ood-fraction", 0.1)):
+        b.add_argument(f"--{name}", type=type(default), default=default)
     b.add_argument("--skip-bad", action="store_true", help="skip and count malformed corpus lines")
     b.add_argument("--force", action="store_true", help="replace an existing bank built with other settings")
     b.add_argument("--params", help="YAML mapping of any of these options (e.g. corpus: PATH, max_articles: 0); "
@@ -49,10 +45,12 @@ def _build_options(b: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvm", description="lvm-lab: next-concept-vector prediction.")
     sub = p.add_subparsers(dest="command", required=True)
-    data = sub.add_parser("data", help="build or describe a concept bank").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="build or describe a concept bank")
+    data = data.add_subparsers(dest="data_cmd", required=True)
     p.build_parser = data.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
     _build_options(p.build_parser)
-    data.add_parser("card", help="print a bank's dataset card").add_argument("bank", nargs="?", default="data/bank-default")
+    card = data.add_parser("card", help="print a bank's dataset card")
+    card.add_argument("bank", nargs="?", default="data/bank-default")
     t = sub.add_parser("train", help="train one run spec (see lvmlib/config.py)")
     t.add_argument("--params", required=True, help="run spec YAML file")
     t.add_argument("--resume", action="store_true", help="continue from out/last.pt")
@@ -105,8 +103,8 @@ def _data(args, parser) -> int:
 
 
 def _with_file_options(args, parser):
-    """`lvm data build --params FILE`: options from a YAML mapping, each checked with its flag's own
-    type; flags given on the command line win. Errors name the file and the key."""
+    """`lvm data build --params FILE`: options from a YAML mapping, each checked with its flag's type;
+    flags given on the command line win."""
     from .config import ConfigError, read_yaml
     build = parser.build_parser
     values = read_yaml(args.params, what="build params")
@@ -145,8 +143,8 @@ def _train(args, parser) -> int:
 
 def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *, seed: int = 0,
                         device: str = "cpu", n_boot: int = 1000) -> dict:
-    """Load a verified checkpoint and the bank its run spec names (a folder, else one next to the
-    checkpoint), refuse a bank other than the one it trained on, and evaluate."""
+    """Evaluate a verified checkpoint on the bank its run spec names (a folder, else one next to the
+    checkpoint), refusing a bank other than the one it trained on."""
     from . import files
     from .data import open_bank
     from .evaluation import EvalError, evaluate, predictor

@@ -1,19 +1,7 @@
-"""The one run specification, and the one YAML reader in lvmlib.
+"""The one run specification (`RunSpec`, validated once, here) and the one YAML reader in lvmlib.
 
-A run spec says everything one training run needs, validated once, here:
-
-    label: "LSTM · MSE"                 # optional; a name for tables and checkpoint folders
-    seed: 0
-    data:  {bank: data/bank-default, train_concepts: null}   # or {synthetic: {n_articles: 60, ...}}
-    model: {name: lstm, options: {hidden: 256}}              # lvmlib.models.build_model(name, dim, **options)
-    loss:  {mse: 1.0}                                        # lvmlib.losses.LOSS_DEFAULTS
-    curriculum: null                                         # lvmlib.curriculum (P5), e.g. {preset: p5}
-    train: {epochs: 20, batch_size: 64, lr: 5.0e-4, ...}     # TrainSpec below
-    eval:  {rows: null, seed: 0}                             # VAL/OOD rows scored (null: all)
-    out: null                                                # `lvm train` only: where checkpoints go
-
-`lvm train --params FILE` reads one; a notebook's params give a `base` spec plus `axes`
-(named variations, crossed) and `seeds`, which `expand` turns into a list of run specs.
+`lvm train --params FILE` reads one run spec; a notebook's params give a `base` spec plus `axes`
+(named variations, crossed) and `seeds`, which `expand` turns into run specs (docs/architecture.md).
 Every error names the file and the key path.
 """
 from __future__ import annotations
@@ -126,11 +114,9 @@ def _typed(value, kind, where: str):
     args = typing.get_args(kind)
     if args and type(None) in args:
         return None if value is None else _typed(value, next(a for a in args if a is not type(None)), where)
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool),
-          dict: lambda v: isinstance(v, dict)}[kind](value)
-    if not ok:
+    # a float field takes an int too; only a bool field takes a bool (which Python counts as an int)
+    ok = isinstance(value, (int, float) if kind is float else kind)
+    if not ok or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, got {value!r}")
     name = where.rsplit(".", 1)[-1]
     if (name in _POSITIVE and value < 1) or (name in _NON_NEGATIVE and value < 0):
@@ -164,16 +150,18 @@ def run_spec(given, source: str = "params") -> RunSpec:
         given = {**given, "data": {**data, "bank": None}}      # synthetic data replaces the default bank
     try:
         spec = _section(RunSpec, given, "params")
-        _check(spec, curriculum_config, loss_config)
+        _check(spec)
+        loss_config(spec.loss, where="params.loss")      # the loss and curriculum schemas are their modules'
+        curriculum_config(spec.curriculum, where="params.curriculum")
     except InputError as e:
         raise ConfigError(f"{source}: {e}") from None
     return spec
 
 
-def _check(spec: RunSpec, curriculum_config, loss_config) -> None:
-    """What a type does not say: one data source, a known schedule, and the loss/curriculum
-    schemas (owned by their modules)."""
-    data = spec.data
+def _check(spec: RunSpec) -> None:
+    """What a type does not say: one data source, a known schedule, a known model and its options."""
+    from . import models
+    data, model = spec.data, spec.model
     if (data.bank is None) == (data.synthetic is None):
         raise ConfigError("params.data needs exactly one of 'bank' (a path) or 'synthetic' (options)")
     if data.synthetic is not None:
@@ -188,19 +176,11 @@ def _check(spec: RunSpec, curriculum_config, loss_config) -> None:
         raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {spec.train.schedule!r}")
     if not 0 < spec.train.plateau_factor < 1:
         raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {spec.train.plateau_factor}")
-    _check_model(spec.model)
-    loss_config(spec.loss, where="params.loss")
-    curriculum_config(spec.curriculum, where="params.curriculum")
-
-
-def _check_model(model: ModelSpec) -> None:
-    """A known model name and only options its builder takes (cheap: nothing is built here)."""
-    from . import models
     if model.name not in models.CORES:
         raise ConfigError(f"params.model.name: unknown model {model.name!r}; expected one of {sorted(models.CORES)}")
     known = (set(inspect.signature(models.CORES[model.name]).parameters) - {"in_dim", "out_dim"}
              | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head"}
-             | set(models.FLOW_DEFAULTS) | set(getattr(models, "ENERGY_DEFAULTS", {})))
+             | set(models.FLOW_DEFAULTS) | set(models.ENERGY_DEFAULTS))
     unknown = sorted(set(model.options) - known)
     if unknown:
         raise ConfigError(f"unknown key params.model.options.{unknown[0]} for model {model.name!r}; "
@@ -221,7 +201,7 @@ def read_run_spec(path) -> RunSpec:
 
 
 def merge(base: Mapping, override: Mapping) -> dict:
-    """`override` on top of `base`: mappings merge key by key, any other value replaces."""
+    """`override` on top of `base`: mappings merge key by key, other values replace."""
     out = dict(base)
     for key, value in override.items():
         out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
@@ -230,11 +210,8 @@ def merge(base: Mapping, override: Mapping) -> dict:
 
 def expand(base: Mapping, axes: Mapping[str, Mapping[str, Mapping]] | None = None, seeds=None,
            source: str = "params") -> list[RunSpec]:
-    """Run specs for every combination of the axes' named variations, once per seed.
-
-    axes: {axis name: {variation label: partial run spec merged onto base}}, e.g.
-    {"model": {"LSTM": {"model": {"name": "lstm"}}}, "loss": {"MSE": {"loss": {"mse": 1}}}}.
-    Each spec's label joins its variation labels (" · "); its tags hold {axis: label, "seed": s}."""
+    """Run specs for every combination of the axes' variations ({axis: {label: partial spec merged onto
+    base}}), once per seed; labels join the variation labels (" · "), tags hold {axis: label, "seed": s}."""
     axes = dict(axes or {})
     seeds = list(seeds) if seeds is not None else [base.get("seed", 0)]
     for axis, variations in axes.items():

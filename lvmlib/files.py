@@ -36,12 +36,9 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, purpose: str, what: str = "folder"):
-    """Hold `folder/.lock` exclusively (flock) for the block, or raise FolderInUse at once.
+    """Hold `folder/.lock` (flock, so a dead holder's lock is free) for the block, or raise FolderInUse.
 
-    The kernel drops the lock when its holder exits, however it dies, so a lock left by a killed
-    process is simply taken over. The file is kept (unlinking it would race with a waiter that
-    opened it); while held it says who holds it: pid, command, purpose, start time. Under the
-    lock nobody else writes into the folder, so temp files a killed writer left are removed."""
+    The file stays (unlinking races with waiters) and names its holder; stale temp files are removed."""
     folder = check_writable(folder, what)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+", encoding="utf-8") as f:
@@ -65,10 +62,7 @@ def folder_lock(folder: str | os.PathLike, purpose: str, what: str = "folder"):
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(binary file object) on a temp file beside `path`, then os.replace it into place.
-
-    Readers see the old file or the new one, never a part; a crash leaves no temp file behind.
-    """
+    """Call write(binary file) on a temp file beside `path`, then os.replace it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -89,42 +83,35 @@ def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_json(path, obj, *, sort_keys: bool = False) -> Path:
+def write_json(path, obj) -> Path:
     """Strict JSON (no NaN), indented, atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
 
 
-def to_jsonable(obj, *, nonfinite: str = "null", where: str = "value"):
-    """numpy/torch scalars and arrays, tuples and paths -> plain JSON values, recursively.
-
-    Non-finite floats become null (nonfinite="null") or the strings "nan"/"inf"/"-inf"
-    ("string"); strict JSON has neither NaN nor Infinity. Anything else is a TypeError naming
-    where in the structure it sits."""
+def to_jsonable(obj, *, where: str = "value"):
+    """numpy/torch values, tuples and paths -> plain JSON, non-finite floats -> null (strict JSON has no NaN);
+    anything else is a TypeError naming `where` it sits."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
-        if math.isfinite(obj):
-            return obj
-        if nonfinite == "null":
-            return None
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
         out = {}
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise TypeError(f"{where}: key {k!r} is not a string")
-            out[k] = to_jsonable(v, nonfinite=nonfinite, where=f"{where}.{k}")
+            out[k] = to_jsonable(v, where=f"{where}.{k}")
         return out
     if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, nonfinite=nonfinite, where=f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [to_jsonable(v, where=f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "detach"):                      # torch tensor, possibly requiring grad
         obj = obj.detach().cpu()
     if hasattr(obj, "tolist") and callable(obj.tolist):   # numpy / torch arrays and scalars
-        return to_jsonable(obj.tolist(), nonfinite=nonfinite, where=where)
+        return to_jsonable(obj.tolist(), where=where)
     raise TypeError(f"{where}: value of type {type(obj).__name__} is not JSON-able")
 
 
@@ -133,9 +120,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def portable(value):
-    """``value`` (a string, or every string in a JSON-like value) with absolute paths made relative:
-    into the repository ``data/x``, beside it ``../shared/x``, under the home folder ``~/x``.
-    Committed outputs (run.json, params.yaml, metrics.json, index.html) hold no machine paths."""
+    """Every string in `value` with absolute paths made relative (repo: data/x, beside it: ../shared/x,
+    home: ~/x), so committed outputs hold no machine paths."""
     if isinstance(value, Mapping):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

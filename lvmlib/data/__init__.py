@@ -16,8 +16,7 @@ BANK_ENV = "LVM_BANK"
 
 
 def _from_root(path) -> Path:
-    """A bank path as given if it exists from here, else from the repository root (notebooks run in
-    notebooks/ and name data/bank-default)."""
+    """`path` as given if it exists from here, else from the repository root (notebooks run in notebooks/)."""
     path = Path(path)
     if not path.is_absolute() and not path.exists() and (repo_root() / path).exists():
         return repo_root() / path
@@ -25,10 +24,8 @@ def _from_root(path) -> Path:
 
 
 def resolve_bank(name=None) -> Path:
-    """The bank folder to use: `name` if given; else $LVM_BANK; else data/bank-default if it is
-    built (has a manifest), else data/bank-tiny if it is built; else a BankError saying which
-    `make` target builds one. Relative paths resolve from the repository root when they do not
-    exist from the current folder."""
+    """The bank folder to use: `name`, else $LVM_BANK, else the default bank if built (has a manifest), else
+    the tiny one, else a BankError saying how to build one. Relative paths fall back to the repository root."""
     if name is not None:
         return _from_root(name)
     env = os.environ.get(BANK_ENV)
@@ -48,8 +45,7 @@ def resolve_bank(name=None) -> Path:
 
 
 def open_bank(spec=None) -> Bank:
-    """A bank from a folder path, {"bank": path}, {"synthetic": {...synthetic_bank kwargs}}, or
-    None: the bank resolve_bank() finds ($LVM_BANK, else data/bank-default, else data/bank-tiny)."""
+    """A bank from a folder path, {"bank": path}, {"synthetic": {synthetic_bank options}}, or None (resolve_bank)."""
     if spec is None:
         return load_bank(resolve_bank())
     if isinstance(spec, dict) and "synthetic" in spec:

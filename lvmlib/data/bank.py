@@ -1,17 +1,9 @@
-"""The concept bank: unit vectors of every concept, in article order, with their split.
+"""The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a
+context window is a slice that never crosses an article boundary), each article in one split.
 
-A bank on disk is a folder:
-
-    manifest.json   corpus, chunker, encoder, counts, split, content fingerprint
-    vectors.npy     (N, D) float32, L2-normalised
-    concepts.npz    article (N,) int32, position (N,) int32
-    texts.jsonl     one JSON string per concept, same order
-    articles.jsonl  one {"id", "title", "split"} per article, in article-index order
-
-Concepts are stored article by article (positions 0..n-1), so a context window is a slice
-and can never cross an article boundary unless someone asks it to. `Sequences` name windows by
-their target rows and gather the context vectors from the bank when asked (per batch, or all at
-once), so the (N, D) vectors, which load_bank memory-maps, are the only copy of the data.
+On disk (store.py): manifest.json; vectors.npy (N, D) float32, L2-normalised; concepts.npz (article,
+position (N,) int32, train_order); texts.jsonl (one string per concept); articles.jsonl ({"id", "title",
+"split"} per article). `Sequences` gather windows from the (memory-mapped) vectors when asked, no copy.
 """
 from __future__ import annotations
 
@@ -28,10 +20,10 @@ CONTEXT = 5  # concepts of context; the target is the 6th
 CHUNK_BYTES = 1 << 23  # validate and fingerprint stream the vectors in blocks of about 8 MiB
 
 
-def row_blocks(array: np.ndarray, chunk_bytes: int | None = None):
-    """Consecutive row slices of an array, about chunk_bytes (default CHUNK_BYTES) each."""
+def row_blocks(array: np.ndarray):
+    """Consecutive row slices of an array, about CHUNK_BYTES each."""
     n = array.shape[0]
-    step = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, array[:1].nbytes))
+    step = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
     for start in range(0, n, step):
         yield slice(start, min(start + step, n))
 
@@ -95,23 +87,18 @@ def validate(bank: Bank) -> None:
             raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
     if len(bank.text) != n:
         raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
-    # in row blocks, so a memory-mapped bank is checked without a full-size temporary
-    n_bad, first_bad, n_off, first_off = 0, None, 0, None
-    for rows in row_blocks(v):
+    n_bad = n_off = 0
+    first_bad = first_off = None
+    for rows in row_blocks(v):      # in blocks, so a memory-mapped bank is checked without a full-size temporary
         block = v[rows]
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            n_bad += int(bad.sum())
-            first_bad = rows.start + int(np.flatnonzero(bad)[0]) if first_bad is None else first_bad
-        if n_bad:
-            continue
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
         norms = np.linalg.norm(block, axis=1)
-        off = np.abs(norms - 1.0) > 1e-3
-        if off.any():
-            n_off += int(off.sum())
-            if first_off is None:
-                i = int(np.flatnonzero(off)[0])
-                first_off = (rows.start + i, norms[i])
+        off = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+        if first_bad is None and len(bad):
+            first_bad = rows.start + int(bad[0])
+        if first_off is None and len(off):
+            first_off = (rows.start + int(off[0]), norms[off[0]])
+        n_bad, n_off = n_bad + len(bad), n_off + len(off)
     if n_bad:
         raise BankError(f"{n_bad} vector rows contain NaN/inf (first row {first_bad}){where}")
     if n_off:
@@ -151,13 +138,8 @@ def fingerprint(vectors: np.ndarray, article: np.ndarray, position: np.ndarray, 
 
 
 def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, seed: int) -> tuple[list[str], np.ndarray]:
-    """Split articles, never concepts.
-
-    OOD is a contiguous block at the end of the corpus order (a later "ingestion batch", as
-    in the original's article ranges); VAL is a seeded random sample of the rest. Both depend
-    only on (n_articles, fractions, seed), so they stay fixed whatever training size is used.
-    Returns the per-article split and the seeded order in which nested training subsets grow.
-    """
+    """Per-article split and the seeded order nested training subsets grow in. OOD: the last block of
+    articles (a later "ingestion batch"); VAL: a seeded sample of the rest; fixed by (n_articles, fractions, seed)."""
     if not (0 <= val_fraction < 1 and 0 <= ood_fraction < 1 and val_fraction + ood_fraction < 1):
         raise BankError(f"bad split fractions val={val_fraction} ood={ood_fraction}")
     # at least one article per requested held-out split, so tiny corpora still evaluate
@@ -166,32 +148,18 @@ def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, see
     rng = np.random.default_rng(seed)
     split = np.full(n_articles, "train", dtype=object)
     split[n_articles - n_ood:] = "ood"
-    in_dist = np.arange(n_articles - n_ood)
-    split[rng.choice(in_dist, size=n_val, replace=False)] = "val"
-    train = np.flatnonzero(split == "train")
-    train_order = rng.permutation(train).astype(np.int64)
+    split[rng.choice(n_articles - n_ood, size=n_val, replace=False)] = "val"
+    train_order = rng.permutation(np.flatnonzero(split == "train")).astype(np.int64)
     return [str(s) for s in split], train_order
 
 
 class Sequences:
-    """ctx-5 windows of one article each: contexts[i] = v[t-5:t] and targets[i] = v[t], t = index[i].
+    """ctx-5 windows inside one article each: contexts[i] = v[t-5:t], targets[i] = v[t], t = index[i].
 
-    What identifies the windows is held as arrays: `index` (M,) the target's row in the bank's
-    vectors, `article` (M,), `position` (M,) of the target in its article, and `limit` (M,) (the
-    concepts of the row's article inside this selection; a training budget may cut the last article
-    short). sequences() builds them over the bank's `vectors` (the (N, D) array itself, no copy)
-    and gathers the vectors on demand:
-
-        seqs.context_batch(rows)   (B, 5, D) contexts of some windows (rows: indices, a slice or a mask)
-        seqs.target_batch(rows)    (B, D) their targets
-        seqs.contexts, seqs.targets  all of them, (M, 5, D) and (M, D): gathered on first use and
-                                   kept, so only a caller that asks for all of them pays that memory
-        seqs.subset(rows)          some windows, still gathered on demand
-        seqs.release()             drop what was gathered (training does, once its batches gather)
-
-    Sequences(contexts, targets, article, position, index, limit) with the arrays given outright
-    (synthetic data with no bank) still works; then `vectors` is None and the given arrays are used.
-    """
+    `article`, `position` (of the target) and `limit` (its article's concepts in this selection; a
+    training budget may cut one short) are (M,) arrays. Over the bank's `vectors` (no copy), windows are
+    gathered when asked (context_batch, target_batch; contexts/targets: all, kept until release()).
+    Sequences(contexts, targets, article, position, index, limit) holds given arrays instead."""
 
     def __init__(self, contexts: np.ndarray | None = None, targets: np.ndarray | None = None,
                  article: np.ndarray | None = None, position: np.ndarray | None = None,
@@ -203,17 +171,10 @@ class Sequences:
             raise TypeError("Sequences needs contexts and targets, or the vectors to gather them from")
         if vectors is not None and (contexts is not None or targets is not None):
             raise TypeError("Sequences takes either contexts and targets or vectors, not both")
-        self.vectors = vectors            # (N, D) the bank's vectors; None: contexts/targets given outright
+        self.vectors = vectors
         self.context = int(np.shape(contexts)[1] if np.ndim(contexts) >= 2 else context)
         self.article, self.position, self.index, self.limit = article, position, index, limit
         self._contexts, self._targets = contexts, targets
-
-    @classmethod
-    def from_rows(cls, vectors: np.ndarray, index: np.ndarray, article: np.ndarray, position: np.ndarray,
-                  limit: np.ndarray | None = None, context: int = CONTEXT) -> "Sequences":
-        """Windows whose targets are the bank rows `index` (each with `context` rows before it in
-        its article), gathered from `vectors` when asked for."""
-        return cls(article=article, position=position, index=index, limit=limit, vectors=vectors, context=context)
 
     def __len__(self) -> int:
         return int(len(self.index) if self.vectors is not None else self._targets.shape[0])
@@ -228,25 +189,22 @@ class Sequences:
         return int((self.vectors if self.vectors is not None else self._targets).shape[-1])
 
     def context_rows(self, rows=slice(None)) -> np.ndarray:
-        """(B, context) bank rows of the contexts of windows `rows` (v[t-5], ..., v[t-1])."""
+        """(B, context) bank rows of the contexts of windows `rows` (indices, a slice or a mask)."""
         return np.asarray(self.index[rows], dtype=np.int64)[:, None] + np.arange(-self.context, 0)
 
     def context_batch(self, rows) -> np.ndarray:
-        """(B, context, D) contexts of windows `rows` (indices, a slice or a boolean mask)."""
         if self._contexts is not None:
             return self._contexts[rows]
         return self.vectors[self.context_rows(rows)]
 
     def target_batch(self, rows) -> np.ndarray:
-        """(B, D) targets of windows `rows`."""
         if self._targets is not None:
             return self._targets[rows]
         return self.vectors[np.asarray(self.index[rows], dtype=np.int64)]
 
     @property
     def contexts(self) -> np.ndarray:
-        """(M, context, D) every window's context: gathered on first use (context x the targets'
-        memory), then kept. Training gathers per batch instead (context_batch)."""
+        """(M, context, D) every window's context: gathered on first use, then kept."""
         if self._contexts is None:
             self._contexts = self.context_batch(slice(None))
         return self._contexts
@@ -259,14 +217,12 @@ class Sequences:
         return self._targets
 
     def release(self) -> None:
-        """Drop the contexts/targets gathered so far (they are gathered again if asked for);
-        Sequences given as arrays keep theirs."""
+        """Drop the contexts/targets gathered so far; Sequences given as arrays keep theirs."""
         if self.vectors is not None:
             self._contexts = self._targets = None
 
     def subset(self, rows) -> "Sequences":
-        """Windows `rows` (indices, a slice or a mask) as Sequences of their own, over the same
-        vectors (what was gathered already is sliced, not gathered again)."""
+        """Windows `rows` as Sequences of their own (what was gathered already is sliced, not gathered again)."""
         pick = (lambda a: None if a is None else a[rows])
         out = copy.copy(self)
         out.article, out.position, out.index, out.limit = (self.article[rows], self.position[rows],
@@ -275,18 +231,9 @@ class Sequences:
         return out
 
 
-def _windows_of(starts: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
-    """Global target rows t with t-context..t all in the same article (per-article arange)."""
-    parts = [s + np.arange(context, n) for s, n in zip(starts, lengths) if n > context]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
 def train_subset(bank: Bank, train_concepts: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Article starts and lengths of the first `train_concepts` training concepts.
-
-    Articles are taken in bank.train_order; the last one is cut to a prefix so the count is
-    exact. Because the order is fixed, a smaller subset is always a prefix of a larger one.
-    """
+    """Article starts and lengths of the first `train_concepts` training concepts, in bank.train_order (the
+    last article cut short), so a smaller subset is always a prefix of a larger one."""
     order = bank.train_order
     starts, lengths = bank.article_start[order], bank.article_length[order]
     if train_concepts is None:
@@ -311,33 +258,26 @@ def sequences(bank: Bank, split: str, train_concepts: int | None = None, context
             raise BankError("train_concepts applies to the train split only")
         arts = bank.articles_in(split)
         starts, lengths = bank.article_start[arts], bank.article_length[arts]
-    t = _windows_of(starts, lengths, context)
-    return Sequences.from_rows(
-        bank.vectors, index=t,
-        article=bank.article[t].astype(np.int64),
-        position=bank.position[t].astype(np.int64),
-        limit=np.repeat(lengths, np.clip(lengths - context, 0, None)).astype(np.int64),
-        context=context,
-    )
+    parts = [s + np.arange(context, n) for s, n in zip(starts, lengths) if n > context]   # targets t
+    t = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return Sequences(article=bank.article[t].astype(np.int64), position=bank.position[t].astype(np.int64), index=t,
+                     limit=np.repeat(lengths, np.clip(lengths - context, 0, None)).astype(np.int64),
+                     vectors=bank.vectors, context=context)
 
 
-def neighbours(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors at v[t+k] for each target row t and offset k, only within t's own article.
-
-    Returns (vectors (M, K, D), valid (M, K) bool); invalid cells (outside the article) are 0.
-    `limit` (e.g. Sequences.limit) caps each row's article at that many concepts, so a loss on a
-    nested training subset never reads concepts beyond the subset's budget.
-    5CAT's offset sweep uses offsets -3..3 (k=0 is the target itself); rollout uses 0..H-1.
-    """
+def neighbours(bank: Bank, index: np.ndarray, offsets,
+               limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (M, K, D), valid (M, K)): v[t+k] for each target row t and offset k inside t's article, capped
+    at `limit` concepts (e.g. Sequences.limit, a training budget); invalid cells are 0."""
     rows, valid = neighbour_rows(bank, index, offsets, limit)
     out = bank.vectors[rows]
     out[~valid] = 0.0
     return out, valid
 
 
-def neighbour_rows(bank: Bank, index: np.ndarray, offsets, limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The bank rows neighbours() reads: (rows (M, K) int64, valid (M, K) bool); invalid cells
-    point at row 0 (neighbours() zeroes them), so a caller can gather them per batch instead."""
+def neighbour_rows(bank: Bank, index: np.ndarray, offsets,
+                   limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bank rows neighbours() reads (invalid cells: row 0), for callers that gather per batch."""
     offsets = np.asarray(list(offsets), dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
     pos = bank.position[index][:, None] + offsets[None, :]
@@ -355,12 +295,8 @@ def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
 
 def synthetic_bank(n_articles: int = 60, length: int = 20, dim: int = 32, noise: float = 0.0,
                    seed: int = 0, val_fraction: float = 0.15, ood_fraction: float = 0.15) -> tuple[Bank, np.ndarray]:
-    """A bank whose right answer is known: v[t+1] = normalize(R v[t] + noise), R a fixed rotation.
-
-    Returns (bank, R). The oracle predictor normalize(ctx[-1] @ R.T) scores cosine 1 when
-    noise is 0; copy-last and the context mean score about 0, since a random rotation maps a
-    vector to a nearly orthogonal one in high dimension.
-    """
+    """(bank, R) with a known answer: v[t+1] = normalize(R v[t] + noise), R a fixed random rotation, so the
+    oracle normalize(ctx[-1] @ R.T) scores cosine 1 at noise 0 and copy-last about 0."""
     rng = np.random.default_rng(seed)
     rot = random_rotation(dim, rng)
     rows = []

