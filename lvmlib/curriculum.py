@@ -1,27 +1,11 @@
-"""P5 curriculum: train first on "forward-distinct" samples, then on wider stages.
-
-A sample is forward-distinct when its target is close to the last context vector AND closer to
-it than to any earlier context vector, i.e. the sequence really moves forward:
-
-    sim_prev = cos(y, ctx[-1])
-    adv_prev = cos(y, ctx[-1]) - max_{i<=3} cos(y, ctx_i)       (ctx_0..ctx_3: the earlier slots)
-
-(The original first computed this inverted, SPEC defect 6: a target that resembles ctx[-1] most
-must get a HIGH adv_prev.)
-
-`curriculum:` params:
-    {stages: [{start_epoch: 0, min_sim_prev: 0.66, min_adv_prev: 0.08},
-              {start_epoch: 4, min_sim_prev: 0.5, min_adv_prev: 0.0},
-              {start_epoch: 8}]}
-or {preset: p5} / {preset: p5_top30}, or the list of stages itself. A stage keeps the rows passing its thresholds, then (if
-top_fraction is given) the top fraction of those by adv_prev; a stage with no filter is all rows.
-The stage in force at an epoch is the last one whose start_epoch <= epoch.
-"""
+"""P5 curriculum: train first on "forward-distinct" samples (the target near ctx[-1] and nearer to it than to
+any earlier slot), then on wider stages (the `curriculum:` params: docs/architecture.md)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
 from .errors import InputError
 
 STAGE_KEYS = ("start_epoch", "min_sim_prev", "min_adv_prev", "top_fraction")
@@ -41,20 +25,21 @@ class CurriculumError(InputError):
     """A `curriculum:` section with an unknown key, a bad value, or an empty stage."""
 
 
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def forward_distinctness(contexts: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sim_prev, adv_prev), each (M,), for contexts (M, 5, D) and targets (M, D)."""
-    contexts = np.asarray(contexts, dtype=np.float32)
-    targets = np.asarray(targets, dtype=np.float32)
-    ctx_unit = contexts / np.maximum(np.linalg.norm(contexts, axis=-1, keepdims=True), 1e-12)
-    tgt_unit = targets / np.maximum(np.linalg.norm(targets, axis=-1, keepdims=True), 1e-12)
-    cos = np.einsum("mtd,md->mt", ctx_unit, tgt_unit)          # (M, 5): cos(y, ctx_i)
-    sim_prev = cos[:, -1]
-    adv_prev = sim_prev - cos[:, :-1].max(axis=1)
-    return sim_prev, adv_prev
+    """(sim_prev, adv_prev), each (M,): cos(y, ctx[-1]), and its lead over max_{i<=3} cos(y, ctx_i)
+    (high when the target resembles ctx[-1] most; the original had it inverted, SPEC defect 6)."""
+    cos = np.einsum("mtd,md->mt", _unit(contexts), _unit(targets))          # (M, 5): cos(y, ctx_i)
+    return cos[:, -1], cos[:, -1] - cos[:, :-1].max(axis=1)
 
 
 def curriculum_config(given: dict | None, where: str = "curriculum") -> list[dict] | None:
-    """Validated list of stages (sorted by start_epoch, first at 0), or None for no curriculum."""
+    """Validated list of stages (sorted by start_epoch, first at 0), or None for no curriculum; `given` is
+    {stages: [...]}, {preset: name} or the list of stages itself."""
     if given is None:
         return None
     if isinstance(given, list):          # already a list of stages (e.g. a validated config read back)
@@ -66,12 +51,9 @@ def curriculum_config(given: dict | None, where: str = "curriculum") -> list[dic
         raise CurriculumError(f"unknown key '{where}.{sorted(unknown)[0]}'; expected 'stages' or 'preset'")
     if ("stages" in given) == ("preset" in given):
         raise CurriculumError(f"{where} needs exactly one of 'stages' or 'preset'")
-    if "preset" in given:
-        if given["preset"] not in PRESETS:
-            raise CurriculumError(f"{where}.preset {given['preset']!r} unknown; expected one of {sorted(PRESETS)}")
-        stages = PRESETS[given["preset"]]
-    else:
-        stages = given["stages"]
+    if "preset" in given and given["preset"] not in PRESETS:
+        raise CurriculumError(f"{where}.preset {given['preset']!r} unknown; expected one of {sorted(PRESETS)}")
+    stages = PRESETS[given["preset"]] if "preset" in given else given["stages"]
     if not isinstance(stages, list) or not stages:
         raise CurriculumError(f"{where}.stages must be a non-empty list")
     out = []
@@ -86,7 +68,8 @@ def curriculum_config(given: dict | None, where: str = "curriculum") -> list[dic
                 raise CurriculumError(f"{here}.{key} must be a number, got {value!r}")
         if "top_fraction" in stage and not 0 < stage["top_fraction"] <= 1:
             raise CurriculumError(f"{here}.top_fraction must be in (0, 1], got {stage['top_fraction']}")
-        out.append({"start_epoch": int(stage.get("start_epoch", 0)), **{k: v for k, v in stage.items() if k != "start_epoch"}})
+        out.append({"start_epoch": int(stage.get("start_epoch", 0)),
+                    **{k: v for k, v in stage.items() if k != "start_epoch"}})
     out.sort(key=lambda s: s["start_epoch"])
     if out[0]["start_epoch"] != 0:
         raise CurriculumError(f"{where}: the first stage must start at epoch 0")
@@ -96,7 +79,8 @@ def curriculum_config(given: dict | None, where: str = "curriculum") -> list[dic
 
 
 def stage_rows(sim_prev: np.ndarray, adv_prev: np.ndarray, stage: dict) -> np.ndarray:
-    """Sorted row indices of the samples a stage trains on."""
+    """Sorted row indices of the samples a stage trains on: those passing its thresholds, then (with
+    top_fraction) the top fraction of those by adv_prev; a stage with no filter is all rows."""
     keep = np.ones(len(sim_prev), dtype=bool)
     if "min_sim_prev" in stage:
         keep &= sim_prev >= stage["min_sim_prev"]
@@ -105,13 +89,13 @@ def stage_rows(sim_prev: np.ndarray, adv_prev: np.ndarray, stage: dict) -> np.nd
     rows = np.flatnonzero(keep)
     if "top_fraction" in stage:
         n = math.ceil(stage["top_fraction"] * len(rows))
-        best_first = np.argsort(-adv_prev[rows], kind="stable")
-        rows = np.sort(rows[best_first[:n]])
+        rows = np.sort(rows[np.argsort(-adv_prev[rows], kind="stable")[:n]])
     return rows
 
 
 class Curriculum:
-    """Training rows per epoch for a list of stages (see curriculum_config)."""
+    """Training rows per epoch for a list of stages (see curriculum_config): the stage in force at an epoch
+    is the last one whose start_epoch <= epoch."""
 
     def __init__(self, contexts: np.ndarray, targets: np.ndarray, stages: list[dict]):
         self.stages = stages

@@ -1,39 +1,5 @@
-"""Training losses for next-concept-vector prediction, and the weighted objective built from them.
-
-Terms (weights and warm-ups from the `loss:` section of the params):
-    mse         mean squared error of the RAW output vs the target (base_lcm: every position, unless
-                all_positions: false, which scores the last position only)
-    cosine      mean(1 - cos(y_hat, y))
-    info_nce    symmetric InfoNCE with in-batch negatives, temperature tau:
-                (CE(y_hat . t^T / tau) + CE(t . y_hat^T / tau)) / 2   (the two directions averaged)
-    guard       P3 directional guard: mean ReLU(m - (cos(y_hat, y) - cos(y_hat, ctx[-1])))
-                (ctx[-1], the LAST context vector; the original used ctx[-2], SPEC defect 5)
-    anti_copy   mean ReLU(m - (cos(y_hat, y) - max_i cos(y_hat, ctx_i))) over all 5 context slots
-    rollout     P4: feed predictions back (ctx <- [ctx[1:], y_hat]) for H steps and score step h
-                by 1 - cos(y_hat_h, v[t+h]), the TRUE vector h steps after the target in the same
-                article; steps past the article's end are masked out; mean over valid steps.
-    info_nce_hard  one-directional InfoNCE against HARD negatives: for each row the logits are
-                [cos(y_hat, y), negatives...] / tau and the loss is CE with the positive at index 0.
-                Negatives: the other rows' targets (in_batch), the 5 context vectors (context:
-                the same article's previous concepts, i.e. the copy-last basin), and the same
-                article's concepts v[t+k] for k in article_offsets (from the bank; cells outside
-                the article are masked with -inf). Its own tau (default 0.07).
-    flow        flow-matching loss of a model built with head="flow" (model.flow_loss). Such a
-                model is trained by this term only: mse, cosine, info_nce, info_nce_hard, guard,
-                anti_copy and rollout would all need the SAMPLED prediction (flow_steps x
-                flow_samples passes through the head, per step), so they are refused with it.
-    energy      energy score of a model built with head="energy" (model.energy_loss): a proper
-                scoring rule over the head's samples (CALM, 2025). Like flow, it is the only term such
-                a model is trained by (the prediction terms are refused with it).
-    all_positions  (true/false, default true) for a model that predicts every position (base_lcm
-                without a generative head): mse over all 5 positions (position i predicts ctx[i+1],
-                the last predicts the target; Base-LCM's recipe), or with false over the last only.
-    context_drop  augmentation: each context slot is zeroed with probability p (training only).
-
-A term with `start_epoch: k` is switched on from epoch index k (0-based), i.e. after k warm-up
-epochs. Validation always uses every term with its full weight, so val losses of different
-epochs are comparable (early stopping and the best checkpoint depend on that).
-"""
+"""Training losses for next-concept-vector prediction, and the weighted objective built from them (the
+terms of the `loss:` params, their warm-ups and the generative heads' terms: docs/architecture.md)."""
 from __future__ import annotations
 
 import copy
@@ -42,27 +8,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import InputError
 from .data.bank import CONTEXT  # the window length, defined once
-FLOW_VAL_SEED = 1234    # the flow loss's noise at validation (fixed: val losses compare across epochs)
+from .errors import InputError
+
+FLOW_VAL_SEED = 1234    # a generative head's loss noise at validation (fixed: val losses compare across epochs)
 
 LOSS_DEFAULTS = {
-    "mse": 1.0,
-    "cosine": 0.0,
-    "info_nce": 0.0,
-    "tau": 0.07,
+    "mse": 1.0, "cosine": 0.0, "info_nce": 0.0, "tau": 0.07,
     "guard": {"weight": 0.0, "margin": 0.01, "start_epoch": 0},
     "anti_copy": {"weight": 0.0, "margin": 0.0, "start_epoch": 0},
     "rollout": {"weight": 0.0, "horizon": 3, "start_epoch": 0},
     "info_nce_hard": {"weight": 0.0, "tau": 0.07, "in_batch": True, "context": True, "article_offsets": [],
                       "start_epoch": 0},
-    "flow": 0.0,
-    "context_drop": 0.0,
-    "energy": 0.0,
-    "all_positions": True,
+    "flow": 0.0, "context_drop": 0.0, "energy": 0.0, "all_positions": True,
 }
-# terms that act on the (deterministic) prediction: refused with a flow head, see the docstring
+# terms of the deterministic prediction: a generative (flow or energy) head is trained by its own term only
 PREDICTION_TERMS = ("mse", "cosine", "info_nce", "info_nce_hard", "guard", "anti_copy", "rollout")
+GENERATIVE_HEADS = ("flow", "energy")
 
 
 class LossConfigError(InputError):
@@ -80,33 +42,30 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
             raise LossConfigError(f"unknown key {path!r}; expected one of {sorted(defaults)}")
         default = defaults[key]
         if isinstance(default, dict):
-            out[key] = _merge(default, value, path)
+            value = _merge(default, value, path)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise LossConfigError(f"{path} must be true or false, got {value!r}")
-            out[key] = value
         elif isinstance(default, list):
-            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int)
+                                                           for v in value):
                 raise LossConfigError(f"{path} must be a list of ints, got {value!r}")
-            out[key] = [int(v) for v in value]
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise LossConfigError(f"{path} must be a number, got {value!r}")
-            out[key] = value
+            value = [int(v) for v in value]
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LossConfigError(f"{path} must be a number, got {value!r}")
+        out[key] = value
     return out
 
 
 def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     """The `loss:` params with defaults filled in, validated."""
     cfg = _merge(LOSS_DEFAULTS, given or {}, where)
-    for key in ("mse", "cosine", "info_nce", "flow"):
+    for key in ("mse", "cosine", "info_nce", "flow", "energy"):
         if cfg[key] < 0:
             raise LossConfigError(f"{where}.{key} must be >= 0, got {cfg[key]}")
     for term in ("guard", "anti_copy", "rollout", "info_nce_hard"):
         if cfg[term]["weight"] < 0 or cfg[term]["start_epoch"] < 0:
             raise LossConfigError(f"{where}.{term}: weight and start_epoch must be >= 0")
-    if cfg["energy"] < 0:
-        raise LossConfigError(f"{where}.energy must be >= 0, got {cfg['energy']}")
     if cfg["tau"] <= 0:
         raise LossConfigError(f"{where}.tau must be > 0, got {cfg['tau']}")
     if not 0 <= cfg["context_drop"] < 1:
@@ -115,31 +74,24 @@ def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     if int(h) != h or h < 1:
         raise LossConfigError(f"{where}.rollout.horizon must be an int >= 1, got {h}")
     cfg["rollout"]["horizon"] = int(h)
-    _check_info_nce_hard(cfg["info_nce_hard"], f"{where}.info_nce_hard")
+    hard, here = cfg["info_nce_hard"], f"{where}.info_nce_hard"
+    if hard["tau"] <= 0:
+        raise LossConfigError(f"{here}.tau must be > 0, got {hard['tau']}")
+    offsets = hard["article_offsets"]
+    if 0 in offsets:
+        raise LossConfigError(f"{here}.article_offsets: 0 is the target itself, not a negative")
+    if len(set(offsets)) != len(offsets):
+        raise LossConfigError(f"{here}.article_offsets has duplicates: {offsets}")
+    in_context = sorted(k for k in offsets if -CONTEXT <= k <= -1)
+    if hard["context"] and in_context:
+        raise LossConfigError(f"{here}.article_offsets {in_context} are context slots, already negatives "
+                              "with context: true")
+    if hard["weight"] > 0 and not (hard["in_batch"] or hard["context"] or offsets):
+        raise LossConfigError(f"{here} has no negatives: set in_batch, context or article_offsets")
     return cfg
 
 
-def _check_info_nce_hard(hard: dict, where: str) -> None:
-    if hard["tau"] <= 0:
-        raise LossConfigError(f"{where}.tau must be > 0, got {hard['tau']}")
-    offsets = hard["article_offsets"]
-    if 0 in offsets:
-        raise LossConfigError(f"{where}.article_offsets: 0 is the target itself, not a negative")
-    if len(set(offsets)) != len(offsets):
-        raise LossConfigError(f"{where}.article_offsets has duplicates: {offsets}")
-    in_context = sorted(k for k in offsets if -CONTEXT <= k <= -1)
-    if hard["context"] and in_context:
-        raise LossConfigError(f"{where}.article_offsets {in_context} are context slots, already negatives "
-                              "with context: true")
-    if hard["weight"] > 0 and not (hard["in_batch"] or hard["context"] or offsets):
-        raise LossConfigError(f"{where} has no negatives: set in_batch, context or article_offsets")
-
-
-# ----------------------------------------------------------------------------------------
-# The terms, each a plain function of tensors.
-
-def mse_loss(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(raw, target)
+mse_loss = F.mse_loss  # of the RAW output (before normalising)
 
 
 def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -154,21 +106,16 @@ def info_nce_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.07) -
 
 
 def info_nce_hard_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.07, *, in_batch: bool = True,
-                      contexts: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
-                      negatives_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """One-directional InfoNCE (prediction -> candidates), positive at index 0.
-
-    Per row i the candidates are y_i, then (in_batch) y_j for j != i, then contexts[i] (B, 5, D)
-    if given, then negatives[i] (B, K, D) where negatives_valid[i] (B, K) is True. Logits are
-    cosines / tau; excluded candidates get -inf, so they do not count at all.
-    """
+                       contexts: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                       negatives_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """One-directional InfoNCE, positive y_i at index 0; candidates: (in_batch) y_j for j != i, contexts[i]
+    (B, 5, D), negatives[i] (B, K, D) where negatives_valid[i]; excluded candidates get -inf."""
     p = F.normalize(pred, dim=-1)
     y = F.normalize(target, dim=-1)
     logits = [(p * y).sum(-1, keepdim=True)]                                 # (B, 1): the positive
     if in_batch:
-        others = p @ y.T                                                     # (B, B)
         eye = torch.eye(len(p), dtype=torch.bool, device=p.device)
-        logits.append(others.masked_fill(eye, float("-inf")))               # the diagonal is the positive
+        logits.append((p @ y.T).masked_fill(eye, float("-inf")))           # the diagonal is the positive
     if contexts is not None:
         logits.append(torch.einsum("bd,bkd->bk", p, F.normalize(contexts, dim=-1)))
     if negatives is not None:
@@ -176,14 +123,12 @@ def info_nce_hard_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.
         if negatives_valid is not None:
             sims = sims.masked_fill(~negatives_valid.bool(), float("-inf"))
         logits.append(sims)
-    logits = torch.cat(logits, dim=1) / tau
     labels = torch.zeros(len(p), dtype=torch.long, device=p.device)
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(torch.cat(logits, dim=1) / tau, labels)
 
 
 def directional_guard(pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, margin: float) -> torch.Tensor:
-    """ReLU(m - (cos(y_hat, y) - cos(y_hat, ctx[-1]))): the prediction must be closer to the
-    target than to the last context vector by at least m."""
+    """ReLU(m - (cos(y_hat, y) - cos(y_hat, ctx[-1]))): closer to the target than to the last context by m."""
     gap = F.cosine_similarity(pred, target, dim=-1) - F.cosine_similarity(pred, contexts[:, -1], dim=-1)
     return F.relu(margin - gap).mean()
 
@@ -204,19 +149,11 @@ def drop_context(contexts: torch.Tensor, p: float, generator: torch.Generator | 
 
 def rollout_loss(model: nn.Module, contexts: torch.Tensor, future: torch.Tensor, valid: torch.Tensor,
                  first: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-step rollout against the real future.
-
-    future (B, H, D): v[t+h] for h = 0..H-1 (h = 0 is the target itself), from
-    lvmlib.data.neighbours(bank, seqs.index, range(H)); valid (B, H) marks steps inside the
-    article. Each step's prediction is fed back as the newest context vector; gradients flow
-    through the whole chain. Returns mean over valid steps of 1 - cos(y_hat_h, v[t+h]).
-    `first` may pass in model(contexts) when the caller already has it.
-    """
-    horizon = future.shape[1]
-    ctx = contexts
-    pred = model(ctx) if first is None else first
+    """Mean over valid steps (valid (B, H): inside the article) of 1 - cos(y_hat_h, v[t+h]), future (B, H, D)
+    = v[t+h] for h = 0..H-1, each prediction fed back as the newest context; `first`: model(contexts)."""
+    ctx, pred = contexts, (model(contexts) if first is None else first)
     step_losses = []
-    for h in range(horizon):
+    for h in range(future.shape[1]):
         if h > 0:
             ctx = torch.cat([ctx[:, 1:], pred[:, None, :]], dim=1)
             pred = model(ctx)
@@ -226,41 +163,29 @@ def rollout_loss(model: nn.Module, contexts: torch.Tensor, future: torch.Tensor,
     return (losses * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-# ----------------------------------------------------------------------------------------
-
 class Objective(nn.Module):
-    """The weighted training objective around a model.
-
-    One forward = one whole loss (rollout calls the model several times inside it), so it can be
-    wrapped in DistributedDataParallel as a single module.
-    """
+    """The weighted training objective around a model; one forward is one whole loss (rollout calls the
+    model several times inside it), so it can be wrapped in DistributedDataParallel as a single module."""
 
     def __init__(self, model: nn.Module, config: dict | None = None):
         super().__init__()
         self.model = model
         self.cfg = loss_config(config)
-        self.flow_model = getattr(model, "head", None) == "flow"
-        if self.flow_model:
+        head = getattr(model, "head", None)
+        self.generative = head if head in GENERATIVE_HEADS else None
+        for name in GENERATIVE_HEADS:
+            if head != name:
+                if self.cfg[name] > 0:
+                    raise LossConfigError(f"loss.{name} > 0 needs a model built with head='{name}'")
+                continue
             on = [k if not isinstance(self.cfg[k], dict) else f"{k}.weight" for k in PREDICTION_TERMS
                   if self.weight(k, None) > 0]
+            example = f"e.g. loss: {{mse: 0.0, {name}: 1.0}}"
             if on:
-                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='flow' model: it is trained by "
-                                      "loss.flow only (set them to 0, e.g. loss: {mse: 0.0, flow: 1.0})")
-            if self.cfg["flow"] <= 0:
-                raise LossConfigError("a head='flow' model needs loss.flow > 0 (e.g. loss: {mse: 0.0, flow: 1.0})")
-        elif self.cfg["flow"] > 0:
-            raise LossConfigError("loss.flow > 0 needs a model built with head='flow'")
-        self.energy_model = getattr(model, "head", None) == "energy"
-        if self.energy_model:
-            on = [k if not isinstance(self.cfg[k], dict) else f"{k}.weight" for k in PREDICTION_TERMS
-                  if self.weight(k, None) > 0]
-            if on:
-                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='energy' model: it is trained "
-                                      "by loss.energy only (set them to 0, e.g. loss: {mse: 0.0, energy: 1.0})")
-            if self.cfg["energy"] <= 0:
-                raise LossConfigError("a head='energy' model needs loss.energy > 0 (e.g. loss: {mse: 0.0, energy: 1.0})")
-        elif self.cfg["energy"] > 0:
-            raise LossConfigError("loss.energy > 0 needs a model built with head='energy'")
+                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='{name}' model: it is trained "
+                                      f"by loss.{name} only (set them to 0, {example})")
+            if self.cfg[name] <= 0:
+                raise LossConfigError(f"a head='{name}' model needs loss.{name} > 0 ({example})")
 
     @property
     def needs_future(self) -> bool:
@@ -286,34 +211,22 @@ class Objective(nn.Module):
 
     def forward(self, contexts, targets, future=None, valid=None, epoch: int | None = None,
                 generator: torch.Generator | None = None, hard=None, hard_valid=None):
-        """Returns (total loss, {term: detached value}, detached unit predictions).
-        epoch None = validation (all terms on, no context drop).
-        hard, hard_valid: v[t+k] for info_nce_hard's article_offsets and their in-article mask.
-        A flow-head model is not sampled in training (the predictions returned are None then)."""
+        """(total loss, {term: detached value}, detached unit predictions); epoch None = validation (all terms
+        on, no context drop). hard, hard_valid: v[t+k] for info_nce_hard's article_offsets, in-article mask."""
         training = epoch is not None
         model_in = drop_context(contexts, self.cfg["context_drop"], generator) if training else contexts
-        if self.flow_model:
-            return self._flow_forward(model_in, targets, epoch, generator)
-        if self.energy_model:
-            return self._energy_forward(model_in, targets, epoch, generator)
-        parts = {}
-        total = contexts.new_zeros(())
-
-        w = self.weight("mse", epoch)
+        if self.generative:
+            return self._generative_forward(model_in, targets, epoch, generator)
         if self.model.predicts_every_position and self.cfg["all_positions"]:
             # base_lcm: position i predicts ctx[i+1]; the last position predicts the target
-            raw_all = self.model.raw_all(model_in)
-            raw = raw_all[:, -1]
-            if w:
-                parts["mse"] = mse_loss(raw_all, torch.cat([contexts[:, 1:], targets[:, None]], dim=1))
+            mse_pred = self.model.raw_all(model_in)
+            raw, mse_target = mse_pred[:, -1], torch.cat([contexts[:, 1:], targets[:, None]], dim=1)
         else:
-            raw = self.model.raw(model_in)
-            if w:
-                parts["mse"] = mse_loss(raw, targets)
-        total = total + w * parts["mse"] if w else total
+            raw = mse_pred = self.model.raw(model_in)
+            mse_target = targets
         pred = F.normalize(raw, dim=-1)
-
         terms = {
+            "mse": lambda: mse_loss(mse_pred, mse_target),
             "cosine": lambda: cosine_loss(pred, targets),
             "info_nce": lambda: info_nce_loss(pred, targets, self.cfg["tau"]),
             "guard": lambda: directional_guard(pred, targets, contexts, self.cfg["guard"]["margin"]),
@@ -321,6 +234,7 @@ class Objective(nn.Module):
             "rollout": lambda: rollout_loss(self.model, model_in, future, valid, first=pred),
             "info_nce_hard": lambda: self._info_nce_hard(pred, targets, contexts, hard, hard_valid),
         }
+        parts, total = {}, contexts.new_zeros(())
         for name, compute in terms.items():
             w = self.weight(name, epoch)
             if not w:
@@ -341,30 +255,16 @@ class Objective(nn.Module):
                                   negatives=hard if self.hard_offsets else None,
                                   negatives_valid=hard_valid if self.hard_offsets else None)
 
-    def _flow_forward(self, model_in, targets, epoch, generator):
-        """A flow-head model: the flow-matching loss; at validation also the sampled predictions."""
+    def _generative_forward(self, model_in, targets, epoch, generator):
+        """A flow or energy head: its own loss; at validation also its sampled (averaged) predictions."""
         if generator is None:
             # a fixed stream, so a validation loss is a function of the weights only
             generator = torch.Generator(device=targets.device).manual_seed(FLOW_VAL_SEED)
+        head = getattr(self.model, self.generative)
         c = self.model.condition(model_in)
-        flow = self.model.flow.loss(c, targets, generator)
-        w = self.weight("flow", epoch)
+        loss = head.loss(c, targets, generator)
         pred = None
-        if epoch is None:     # validation: sample (flow_steps x flow_samples head passes); training: skip
+        if epoch is None:     # validation: sample the head; training skips it
             with torch.no_grad():
-                pred = F.normalize(self.model.flow.sample(c.detach()), dim=-1)
-        return w * flow, {"flow": flow.detach()}, pred
-
-    def _energy_forward(self, model_in, targets, epoch, generator):
-        """A head='energy' model: the energy score; at validation also the (seeded) mean-of-samples predictions."""
-        if generator is None:
-            # a fixed stream, so a validation loss is a function of the weights only
-            generator = torch.Generator(device=targets.device).manual_seed(FLOW_VAL_SEED)
-        c = self.model.condition(model_in)
-        energy = self.model.energy.loss(c, targets, generator)
-        w = self.weight("energy", epoch)
-        pred = None
-        if epoch is None:     # validation: the prediction the model makes (energy_samples draws, averaged)
-            with torch.no_grad():
-                pred = F.normalize(self.model.energy.sample(c.detach()), dim=-1)
-        return w * energy, {"energy": energy.detach()}, pred
+                pred = F.normalize(head.sample(c.detach()), dim=-1)
+        return self.weight(self.generative, epoch) * loss, {self.generative: loss.detach()}, pred

@@ -1,7 +1,5 @@
-"""Evaluation of a next-concept predictor: mean cosine with a bootstrap CI and the computed baselines
-(core), 5CAT tests A-E with their gates (fivecat), Meta-LCM peer metrics (lcm), FAISS decoding
-(retrieval), and `evaluate`, which puts them in one JSON document (document). `lvm eval` is
-lvmlib.eval_cli."""
+"""Evaluation of a next-concept predictor: cosine with CIs and baselines (core), 5CAT (fivecat), Meta-LCM
+metrics (lcm), FAISS decoding (retrieval), the ceiling (ceiling), all in one document (document.evaluate)."""
 from .core import (BATCH, EvalError, LinearBaseline, Predict, bootstrap_mean, compare_to_baselines, copy_last,
                    fit_baselines, fit_position_weighted, fit_residual_ridge, global_mean, linear_average,
                    mean_cosine, predict_all, predictor, row_cosine, split_rows, train_target_mean)

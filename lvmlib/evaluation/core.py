@@ -1,11 +1,5 @@
-"""Scoring a next-concept predictor: row cosine, bootstrap CIs, predictors, and the computed baselines
-a learner must beat, scored on the very rows the model is scored on (SPEC defect 8).
-
-A predictor is any callable: contexts (M, 5, D) float32 -> (M, D); `predict_all` batches the calls
-and scores a raw output as its direction. Baselines are parameter-free (linear average, copy-last,
-global mean of the TRAIN targets) or fitted on the TRAIN windows only (position-weighted average,
-ridge on its residual): none is a constant, none has seen VAL or OOD.
-"""
+"""Scoring a next-concept predictor (any callable: contexts (M, 5, D) -> (M, D)): row cosine, bootstrap
+CIs, and the baselines a learner must beat, fitted on TRAIN only and scored on the model's rows."""
 from __future__ import annotations
 
 import zlib
@@ -75,8 +69,8 @@ def _predictions(predict: Predict, bank: Bank, seqs: Sequences, pred, batch_size
 
 
 def predict_all(predict: Predict, contexts: np.ndarray, batch_size: int = BATCH, transform=None) -> np.ndarray:
-    """Run `predict` over (M, 5, D) contexts in batches; returns unit (M, D) float32 predictions.
-    With `transform`, predicts on transform(contexts[chunk], chunk), so ablated copies stay batch-sized."""
+    """Unit (M, D) float32 predictions on (M, 5, D) contexts, in batches; with `transform`, predicts on
+    transform(contexts[chunk], chunk), so ablated copies stay batch-sized."""
     contexts = np.asarray(contexts, dtype=np.float32)
     if contexts.ndim != 3 or contexts.shape[1] != CONTEXT:
         raise EvalError(f"contexts must have shape (M, {CONTEXT}, D), got {contexts.shape}")
@@ -95,8 +89,7 @@ def predict_all(predict: Predict, contexts: np.ndarray, batch_size: int = BATCH,
 
 
 def predictor(model, device: str = "cpu", batch_size: int = BATCH) -> Predict:
-    """Wrap a torch model (ctx (B, 5, D) -> unit (B, D)) as a NumPy predict callable, run on `device`
-    in eval mode under no_grad; the model's previous train/eval mode is restored after each call."""
+    """A torch model as a NumPy predict callable (eval mode, no_grad; its train/eval mode is restored)."""
     import torch
     model.to(device)
 
@@ -144,9 +137,8 @@ def train_target_mean(bank: Bank, train_concepts: int | None = None) -> np.ndarr
 
 
 class LinearBaseline:
-    """Baseline normalize(Σ_i w_i ctx_i + ctx_flat @ W), fitted on TRAIN: the position-weighted average
-    (no W), or with W a ridge fit of its residual on the flattened 5·D context (the ridge shrinks
-    towards the position-weighted average, not towards zero)."""
+    """normalize(Σ_i w_i ctx_i + ctx_flat @ W), fitted on TRAIN: the position-weighted average (no W), or
+    with W a ridge fit of its residual (so the ridge shrinks towards that average, not towards zero)."""
 
     def __init__(self, weights, matrix: np.ndarray | None = None, lam: float | None = None, selection=None):
         self.weights = np.asarray(weights, dtype=np.float64)
@@ -166,15 +158,6 @@ class LinearBaseline:
         return out if self.matrix is None else {**out, "lam": self.lam, **self.selection}
 
 
-def _cross(x: np.ndarray, y: np.ndarray | None = None, chunk: int = 2048) -> np.ndarray:
-    """x.T @ y (x.T @ x when y is None) in float64, accumulated over row chunks to bound memory."""
-    out = 0.0
-    for s in range(0, len(x), chunk):
-        xs = x[s:s + chunk].astype(np.float64)
-        out = out + xs.T @ (xs if y is None else np.asarray(y[s:s + chunk], dtype=np.float64))
-    return out
-
-
 def _slot_weights(contexts: np.ndarray, targets: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """w minimising Σ‖Σ_i w_i ctx_i − y‖², from the float64 Gram matrix of the 5 slots and the target."""
     gram = np.zeros((CONTEXT + 1, CONTEXT + 1))
@@ -190,15 +173,19 @@ def fit_position_weighted(bank: Bank, train_concepts: int | None = None) -> Line
     return LinearBaseline(_slot_weights(train.contexts, train.targets))
 
 
-def _normal_equations(contexts: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """X^T X and X^T y for the flattened contexts X (N, 5·D), in float64."""
+def _normal_equations(contexts: np.ndarray, targets: np.ndarray, chunk: int = 2048):
+    """X^T X and X^T y for the flattened contexts X (N, 5·D), in float64, over row chunks to bound memory."""
     flat = contexts.reshape(len(contexts), -1)
-    return _cross(flat), _cross(flat, targets)
+    xtx = xty = 0.0
+    for s in range(0, len(flat), chunk):
+        xs = flat[s:s + chunk].astype(np.float64)
+        xtx = xtx + xs.T @ xs
+        xty = xty + xs.T @ np.asarray(targets[s:s + chunk], dtype=np.float64)
+    return xtx, xty
 
 
 def _ridge(xtx: np.ndarray, xty: np.ndarray, weights: np.ndarray, lam: float) -> np.ndarray:
-    """W minimising ‖X(P + W) − y‖² + λ‖W‖², P the position-weighted map (w_i times identity blocks):
-    (X^T X + λI) W = X^T y − X^T X P."""
+    """W minimising ‖X(P + W) − y‖² + λ‖W‖², P the position-weighted map: (X^T X + λI) W = X^T y − X^T X P."""
     d = xty.shape[1]
     xtxp = sum(w * xtx[:, i * d:(i + 1) * d] for i, w in enumerate(weights))
     return np.linalg.solve(xtx + lam * np.eye(len(xtx)), xty - xtxp)
@@ -206,11 +193,8 @@ def _ridge(xtx: np.ndarray, xty: np.ndarray, weights: np.ndarray, lam: float) ->
 
 def fit_residual_ridge(bank: Bank, train_concepts: int | None = None, *, lambdas=RIDGE_LAMBDAS,
                        holdout: float = RIDGE_HOLDOUT, seed: int = 0) -> LinearBaseline:
-    """Ridge on the residual over the position-weighted average, fitted on the TRAIN windows.
-
-    λ is chosen on TRAIN only: each λ in `lambdas` is fitted on the TRAIN articles outside a seeded
-    `holdout` share of them and scored by mean cosine on that share; the best is refitted on all
-    TRAIN windows. Normal equations ((5D)×(5D)) in float64."""
+    """Ridge on the residual over the position-weighted average, fitted on the TRAIN windows; λ is the
+    best by mean cosine on a seeded `holdout` share of the TRAIN articles, then refitted on all of them."""
     train = _train_windows(bank, train_concepts, "residual ridge fit")
     x, y = train.contexts, train.targets
     arts = np.unique(train.article)
@@ -230,9 +214,7 @@ def fit_residual_ridge(bank: Bank, train_concepts: int | None = None, *, lambdas
 
 
 def fit_baselines(bank: Bank, train_concepts: int | None = None, train_mean: np.ndarray | None = None) -> dict:
-    """Every baseline as a predict function, fitted on the TRAIN windows of the models' training
-    subset (`train_mean`: the global mean's vector, when already computed). Reuse the result to
-    score several models without refitting."""
+    """Every baseline as a predict function, fitted on TRAIN (reuse it to score several models)."""
     mean = train_target_mean(bank, train_concepts) if train_mean is None else train_mean
     return {"linear_average": linear_average, "copy_last": copy_last, "global_mean": global_mean(mean),
             "position_weighted": fit_position_weighted(bank, train_concepts),
@@ -267,11 +249,8 @@ def mean_cosine(pred: np.ndarray, targets: np.ndarray, n_boot: int = 1000, seed:
 def compare_to_baselines(predict: Predict, bank: Bank, seqs: Sequences, train_mean: np.ndarray | None = None,
                          *, train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
                          seed: int = 0, pred: np.ndarray | None = None, batch_size: int = BATCH) -> dict:
-    """Model and every baseline on the very same rows, each with a CI, plus paired differences.
-
-    Baselines are fitted on the TRAIN windows of `train_concepts` (None: the whole train split)
-    unless `baselines` (from fit_baselines) is given. "model_minus" holds the per-row difference
-    model − baseline, bootstrapped (a paired CI); "fitted" the fitted baselines' weights and λ."""
+    """Model and every baseline on the very same rows, each with a CI; "model_minus": the paired CI of
+    model − baseline per row; "fitted": the fitted baselines' weights and λ."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
     cos = {"model": row_cosine(pred, seqs.targets)}
@@ -289,10 +268,8 @@ def split_rows(bank: Bank, split: str, max_rows: int | None = None, seed: int = 
     seqs = sequences(bank, split)
     if len(seqs) == 0:
         raise EvalError(f"split {split!r} has no ctx-5 windows in this bank")
-    if max_rows is not None:
-        if max_rows < 1:
-            raise EvalError(f"max_rows must be >= 1, got {max_rows}")
-        if len(seqs) > max_rows:
-            keep = np.sort(_rng(seed, f"rows/{split}").choice(len(seqs), size=max_rows, replace=False))
-            seqs = seqs.subset(keep)
+    if max_rows is not None and max_rows < 1:
+        raise EvalError(f"max_rows must be >= 1, got {max_rows}")
+    if max_rows is not None and len(seqs) > max_rows:
+        seqs = seqs.subset(np.sort(_rng(seed, f"rows/{split}").choice(len(seqs), size=max_rows, replace=False)))
     return seqs

@@ -6,7 +6,7 @@ import numpy as np
 from .. import files
 from ..data.bank import CONTEXT, Bank, check_split, fingerprint
 from .core import BATCH, Predict, compare_to_baselines, fit_baselines
-from .fivecat import OFFSETS, _five_cat, _prepare
+from .fivecat import OFFSETS, _prepare, five_cat
 from .lcm import lcm_metrics
 
 SCHEMA = "lvm-eval/1"
@@ -21,22 +21,9 @@ def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_split
              max_rows: int | None = None, seed: int = 0, train_mean: np.ndarray | None = None,
              train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
              ca_pool: str = "split", foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
-    """Mean cosine + CI, baselines, LCM metrics on `split`, and 5CAT on `five_cat_splits`, as one
-    JSON-able document. Rows of a split are the same everywhere (seeded subset when max_rows).
-    Baselines are fitted on the TRAIN windows of `train_concepts` unless `baselines` (fit_baselines)
-    is given.
-
-    Layout: {schema, split, rows, max_rows, seed, train_concepts,
-             bank: {fingerprint, path, concepts, dim},
-             mean_cosine: {mean, ci_low, ci_high, n},
-             baselines: {model|<baseline>: {mean, ci_low, ci_high, n},
-                         model_minus: {<baseline>: {...paired CI}},
-                         fitted: {position_weighted: {weights}, residual_ridge: {weights, lam, holdout_cos, ...}}},
-             lcm: {l2, ca, ca_pool, par_mean, par_median, ...},
-             five_cat: {splits: {val|ood: {rows, gate_set, A, B, C, D}}, E, summary, seconds}}
-    with <baseline> = linear_average, copy_last, global_mean, position_weighted, residual_ridge.
-    Every test dict carries "gates": {name: {value, op, threshold, pass}} and "pass".
-    (lvmlib.eval_cli.evaluate_checkpoint adds "checkpoint": {path, bank_fingerprint, params}.)"""
+    """Mean cosine + CI, baselines (fitted on TRAIN unless given), LCM metrics on `split`, and 5CAT on
+    `five_cat_splits`, as one JSON-able document (layout: docs/architecture.md); a split's rows are the same
+    everywhere."""
     check_split(split)
     baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
     prepared = _prepare(predict, bank, list(dict.fromkeys([split, *five_cat_splits])), max_rows, seed, batch_size)
@@ -46,12 +33,10 @@ def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_split
         "schema": SCHEMA, "split": split, "rows": len(seqs), "max_rows": max_rows, "seed": seed,
         "bank": {"fingerprint": bank_fingerprint(bank), "path": str(bank.path) if bank.path else None,
                  "concepts": len(bank), "dim": bank.dim},
-        "train_concepts": train_concepts,
-        "mean_cosine": base["model"],
-        "baselines": base,
+        "train_concepts": train_concepts, "mean_cosine": base["model"], "baselines": base,
         "lcm": lcm_metrics(pred, seqs, bank, ca_pool=ca_pool, seed=seed),
-        "five_cat": _five_cat(predict, bank, {s: prepared[s] for s in five_cat_splits}, seed=seed,
-                              foreign_every_slot=foreign_every_slot, batch_size=batch_size),
+        "five_cat": five_cat(predict, bank, prepared={s: prepared[s] for s in five_cat_splits}, seed=seed,
+                             foreign_every_slot=foreign_every_slot, batch_size=batch_size),
     }, where="evaluation")
 
 
@@ -134,9 +119,8 @@ def _five_cat_lines(fc: dict) -> list[str]:
         lines.append(f"E coherence bins, a sanity check, not a gate (edges: {e['edge_rule']}; checked where both "
                      f"splits have >= {e['min_rows']} rows)")
         for b in e["bins"]:
-            delta = "—" if b["delta"] is None else f"{b['delta']:+.4f}"
-            lines.append(f"    [{b['lo']:+.3f}, {b['hi']:+.3f})  VAL {_num(b['val_cos'])} ({b['val_rows']})  "
-                         f"OOD {_num(b['ood_cos'])} ({b['ood_rows']})  Δ {delta}  {_mark(b['pass'])}")
+            lines.append(f"    [{b['lo']:+.3f}, {b['hi']:+.3f})  VAL {_num(b['val_cos'])} ({b['val_rows']})  OOD "
+                         f"{_num(b['ood_cos'])} ({b['ood_rows']})  Δ {_num(b['delta'], '+.4f')}  {_mark(b['pass'])}")
         g = e["gates"]["max_abs_delta"]
         lines.append(f"  E: max |Δ| {_num(g['value'])} <= {g['threshold']:g} over {e['gated_bins']} gated bins  "
                      f"{_mark(e['pass'])}")

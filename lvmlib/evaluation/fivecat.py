@@ -1,14 +1,7 @@
-"""5CAT (SPEC "5CAT evaluation"): A offset sweep, B in-article rank, C ablations, D rollout on each
-split's windows, E coherence bins across VAL and OOD, each with its gates.
-
-Defects of the original avoided here (SPEC "Defects"):
-  3. A and D score against v[t+k] / v[t+h] where t is the target itself (k = 0, h = 0 is the target).
-  4. Leave-one-out really removes a slot (also the last one); the foreign-context ablation takes
-     its replacement from a *different* article of the same split and records which.
-"""
+"""5CAT: A offset sweep, B in-article rank, C ablations, D rollout on each split's windows, E coherence
+bins across VAL and OOD, each with its gates (definitions: docs/architecture.md)."""
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -48,7 +41,7 @@ def _gated(result: dict, values: dict, spec: dict) -> dict:
 
 
 def _gate_set(bank: Bank, seqs: Sequences, gate_set: str | None) -> str:
-    # train rows are in-sample (defect 2); they get the VAL thresholds, for reference only
+    # train rows are in-sample; they get the VAL thresholds, for reference only
     gate_set = gate_set or {"val": "val", "ood": "ood", "train": "val"}[_split_of(bank, seqs)]
     if gate_set not in GATES:
         raise EvalError(f"unknown gate set {gate_set!r}; expected one of {sorted(GATES)}")
@@ -57,12 +50,8 @@ def _gate_set(bank: Bank, seqs: Sequences, gate_set: str | None) -> str:
 
 def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
                  gate_set: str | None = None, batch_size: int = BATCH) -> dict:
-    """A: c_k = mean cos(ŷ, v[t+k]) for k = -3..3 (k = 0 is the target); margin = c_0 − max_{k≠0} c_k.
-    A model that copies the past peaks at k < 0.
-
-    Every c_k averages over the same rows: those whose article has all of v[t-3..t+3] (rows near an
-    article's end lack t+1..t+3). Otherwise c_0 and c_{+3} would describe different populations
-    and the margin would compare them."""
+    """A: c_k = mean cos(ŷ, v[t+k]), k = -3..3, and margin = c_0 − max_{k≠0} c_k, every c_k over the
+    same rows (those whose article holds v[t-3..t+3]), so the margin compares one population."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     gate_set = _gate_set(bank, seqs, gate_set)
     sums, used = np.zeros(len(OFFSETS)), 0
@@ -85,17 +74,8 @@ def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndar
 def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
                     gate_set: str | None = None, min_article: int = 6, batch_size: int = BATCH,
                     exclude_context: bool = False) -> dict:
-    """B: rank of v[t] among all concepts of its own article (articles with >= min_article concepts).
-
-    rank = 1 + number of article concepts scored strictly higher than the target. Also reports
-    chance levels (a random guess: R@1 = 1/n, R@5 = min(5, n)/n), since long articles are harder.
-
-    exclude_context=True (not 5CAT B; a diagnosis): the row's own 5 context concepts v[t-5..t-1]
-    are left out of the candidates (n - 5 of them; chance 1/(n - 5)). With them in, a prediction
-    that copies ctx[-1] ranks ctx[-1] first and never scores R@1; without them, R@1 says whether it
-    points at the true next concept rather than at the rest of the article. The gates are those of
-    B, reported for reference only. The default (False) is 5CAT B exactly.
-    """
+    """B: rank of v[t] among its article's concepts (1 + those scored strictly higher), with chance levels.
+    exclude_context=True (a diagnosis, not 5CAT B) leaves the row's 5 context concepts out of the candidates."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     gate_set = _gate_set(bank, seqs, gate_set)
     lengths = bank.article_length[seqs.article]
@@ -111,12 +91,10 @@ def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.n
         start, n = bank.article_start[a], bank.article_length[a]
         scores = pred[rows] @ bank.vectors[start:start + n].T
         # the target's score is taken from the same matmul, so it ties with itself, never loses to rounding
-        target_score = scores[np.arange(len(rows)), seqs.position[rows]]
-        higher = scores > target_score[:, None]
-        if exclude_context:   # the 5 concepts before the target are not candidates
-            in_context = (np.arange(n)[None, :] < seqs.position[rows][:, None]) & \
-                         (np.arange(n)[None, :] >= seqs.position[rows][:, None] - CONTEXT)
-            higher &= ~in_context
+        position = seqs.position[rows][:, None]
+        higher = scores > scores[np.arange(len(rows)), position[:, 0]][:, None]
+        if exclude_context:
+            higher &= ~((np.arange(n)[None, :] < position) & (np.arange(n)[None, :] >= position - CONTEXT))
         ranks[group_pos] = 1 + higher.sum(axis=1)
     n_cand = lengths[kept].astype(np.float64) - (CONTEXT if exclude_context else 0)
     values = {"r1": float(np.mean(ranks == 1)), "r5": float(np.mean(ranks <= 5)), "mrr": float(np.mean(1.0 / ranks))}
@@ -129,8 +107,7 @@ def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.n
 
 def shuffle_permutations(n: int, rng: np.random.Generator) -> np.ndarray:
     """(n, 5) random slot orders, none of them the identity (a shuffle that changes nothing tests nothing)."""
-    perms = np.argsort(rng.random((n, CONTEXT)), axis=1)
-    same = (perms == np.arange(CONTEXT)).all(axis=1)
+    perms, same = np.empty((n, CONTEXT), dtype=np.intp), np.ones(n, dtype=bool)
     while same.any():
         perms[same] = np.argsort(rng.random((int(same.sum()), CONTEXT)), axis=1)
         same = (perms == np.arange(CONTEXT)).all(axis=1)
@@ -138,8 +115,8 @@ def shuffle_permutations(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def leave_one_out_slots(slot: int) -> np.ndarray:
-    """Slot order with `slot` dropped: the other four in order, the earliest repeated in front.
-    E.g. slot 4 -> [0, 0, 1, 2, 3] (the last position then holds ctx[3], so dropping it changes the input)."""
+    """Slot order with `slot` dropped: the other four in order, the earliest repeated in front
+    (slot 4 -> [0, 0, 1, 2, 3], so dropping the last slot really changes the input)."""
     if not 0 <= slot < CONTEXT:
         raise EvalError(f"slot must be in 0..{CONTEXT - 1}, got {slot}")
     rest = [i for i in range(CONTEXT) if i != slot]
@@ -156,26 +133,18 @@ def foreign_donors(bank: Bank, seqs: Sequences, rng: np.random.Generator) -> np.
     pool = np.flatnonzero(np.isin(bank.article, bank.articles_in(split)))
     if len(np.unique(bank.article[pool])) < 2:
         raise EvalError(f"split {split!r} has a single article, so there is no foreign context to insert")
-    donors = pool[rng.integers(0, len(pool), len(seqs))]
-    clash = bank.article[donors] == seqs.article
+    donors, clash = np.empty(len(seqs), dtype=pool.dtype), np.ones(len(seqs), dtype=bool)
     while clash.any():  # redraw until every donor is from another article
         donors[clash] = pool[rng.integers(0, len(pool), int(clash.sum()))]
         clash = bank.article[donors] == seqs.article
     return donors
 
 
-def _replace_slot(ctx: np.ndarray, chunk: slice, *, slot: int, donors: np.ndarray, bank: Bank) -> np.ndarray:
-    out = ctx.copy()
-    out[:, slot] = bank.vectors[donors[chunk]]
-    return out
-
-
 def ablations(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None, seed: int = 0,
               foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
-    """C: Δ = mean cos(ŷ_ablated, y) − mean cos(ŷ, y) for each ablation (also "agreement", the mean
-    cos(ŷ_ablated, ŷ)). Gated: shuffle, reverse, leave-one-out of the LAST slot, repeat-pad and
-    foreign context in the last slot; leave-one-out of the other slots (and foreign context in each
-    slot with foreign_every_slot) are reported for diagnosis."""
+    """C: Δ = mean cos(ŷ_ablated, y) − mean cos(ŷ, y) and "agreement" mean cos(ŷ_ablated, ŷ) per ablation.
+    Gated: shuffle, reverse, leave-one-out and foreign context in the LAST slot, repeat-pad; the other
+    slots' leave-one-out (and foreign context, with foreign_every_slot) are for diagnosis."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     y = seqs.targets
     base = row_cosine(pred, y).mean()
@@ -184,11 +153,12 @@ def ablations(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray
                 "reverse": lambda ctx, chunk: ctx[:, ::-1],
                 "repeat_pad": lambda ctx, chunk: np.repeat(ctx[:, -1:], CONTEXT, axis=1)}
     for slot in range(CONTEXT):
-        variants[f"leave_one_out/{slot}"] = functools.partial(lambda ctx, chunk, s: leave_one_out(ctx, s), s=slot)
-    donors = {}
-    for slot in (range(CONTEXT) if foreign_every_slot else [CONTEXT - 1]):
-        donors[slot] = foreign_donors(bank, seqs, _rng(seed, f"foreign/{slot}"))
-        variants[f"foreign/{slot}"] = functools.partial(_replace_slot, slot=slot, donors=donors[slot], bank=bank)
+        variants[f"leave_one_out/{slot}"] = lambda ctx, chunk, s=slot: leave_one_out(ctx, s)
+    donors = {slot: foreign_donors(bank, seqs, _rng(seed, f"foreign/{slot}"))
+              for slot in (range(CONTEXT) if foreign_every_slot else [CONTEXT - 1])}
+    for slot, d in donors.items():
+        variants[f"foreign/{slot}"] = lambda ctx, chunk, s=slot, d=d: np.concatenate(
+            [ctx[:, :s], bank.vectors[d[chunk]][:, None], ctx[:, s + 1:]], axis=1)
     result: dict = {"base_cos": float(base), "leave_one_out": {}, "foreign": {}}
     for name, transform in variants.items():
         ablated = predict_all(predict, seqs.contexts, batch_size, transform)
@@ -196,25 +166,20 @@ def ablations(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray
         entry = {"delta": float(cos - base), "cos": float(cos), "agreement": float(row_cosine(ablated, pred).mean())}
         kind, _, slot = name.partition("/")
         if kind == "foreign":
-            d = donors[int(slot)]
             # recorded so a reader (and a test) can see the replacement really came from elsewhere
-            entry["same_article_rows"] = int(np.sum(bank.article[d] == seqs.article))
-            entry["donor_articles"] = int(len(np.unique(bank.article[d])))
-        if slot:
-            result[kind][slot] = entry
-        else:
-            result[name] = entry
-    last = str(CONTEXT - 1)
-    values = {"shuffle": result["shuffle"]["delta"], "reverse": result["reverse"]["delta"],
-              "leave_one_out_last": result["leave_one_out"][last]["delta"],
-              "repeat_pad": result["repeat_pad"]["delta"], "foreign_last": result["foreign"][last]["delta"]}
+            entry["same_article_rows"] = int(np.sum(bank.article[donors[int(slot)]] == seqs.article))
+            entry["donor_articles"] = int(len(np.unique(bank.article[donors[int(slot)]])))
+        (result[kind] if slot else result)[slot or kind] = entry   # "foreign/4" -> result["foreign"]["4"]
+    values = {name: result[name]["delta"] for name in ("shuffle", "reverse", "repeat_pad")}
+    for kind in ("leave_one_out", "foreign"):
+        values[f"{kind}_last"] = result[kind][str(CONTEXT - 1)]["delta"]
     return _gated(result, values, ABLATION_GATES)
 
 
 def rollout(predict: Predict, bank: Bank, seqs: Sequences, *, horizon: int = HORIZON, gate_set: str | None = None,
             batch_size: int = BATCH) -> dict:
-    """D: feed each prediction back (ctx <- [ctx[1:], ŷ]) and score step h against the TRUE v[t+h],
-    h = 0..horizon-1 (h = 0 is the target), on rows whose article reaches t+horizon-1."""
+    """D: feed each prediction back (ctx <- [ctx[1:], ŷ]) and score step h = 0..horizon-1 against the TRUE
+    v[t+h], on rows whose article reaches t+horizon-1."""
     _check_rows(bank, seqs)
     gate_set = _gate_set(bank, seqs, gate_set)
     if horizon < 1:
@@ -245,21 +210,16 @@ def context_coherence(contexts: np.ndarray) -> np.ndarray:
 def coherence_bins(predict: Predict, bank: Bank, val: Sequences, ood: Sequences, *,
                    val_pred: np.ndarray | None = None, ood_pred: np.ndarray | None = None, n_bins: int = 5,
                    min_rows: int = 50, max_delta: float = COHERENCE_MAX_DELTA, batch_size: int = BATCH) -> dict:
-    """E: mean cos(ŷ, y) per context-coherence bin on VAL and on OOD; |OOD − VAL| <= max_delta in
-    every bin where both splits have >= min_rows rows.
-
-    Bin edges: the VAL coherence quantiles (n_bins equal-count VAL bins), outer edges −1 and 1 so
-    every OOD row falls in a bin. Comparing like with like separates "OOD is harder text" from
-    "the model fails out of distribution"."""
-    seqs = {"val": val, "ood": ood}
-    pred = {"val": _predictions(predict, bank, val, val_pred, batch_size),
-            "ood": _predictions(predict, bank, ood, ood_pred, batch_size)}
+    """E: mean cos(ŷ, y) per context-coherence bin (edges: VAL quantiles, outer edges ±1) on VAL and OOD;
+    |OOD − VAL| <= max_delta in every bin where both splits have >= min_rows rows."""
+    seqs, given = {"val": val, "ood": ood}, {"val": val_pred, "ood": ood_pred}
+    pred = {s: _predictions(predict, bank, seqs[s], given[s], batch_size) for s in seqs}
     coh = {s: context_coherence(seqs[s].contexts) for s in seqs}
     cos = {s: row_cosine(pred[s], seqs[s].targets) for s in seqs}
     inner = np.unique(np.quantile(coh["val"], np.linspace(0, 1, n_bins + 1)[1:-1]))
     edges = [-1.0, *map(float, inner), 1.0]
     which = {s: np.digitize(coh[s], inner) for s in coh}
-    bins, gated_deltas = [], []
+    bins = []
     for b in range(len(edges) - 1):
         entry = {"lo": edges[b], "hi": edges[b + 1]}
         for s in ("val", "ood"):
@@ -270,9 +230,8 @@ def coherence_bins(predict: Predict, bank: Bank, val: Sequences, ood: Sequences,
         entry["delta"] = entry["ood_cos"] - entry["val_cos"] if both else None
         entry["gated"] = entry["val_rows"] >= min_rows and entry["ood_rows"] >= min_rows
         entry["pass"] = bool(abs(entry["delta"]) <= max_delta) if entry["gated"] else None
-        if entry["gated"]:
-            gated_deltas.append(abs(entry["delta"]))
         bins.append(entry)
+    gated_deltas = [abs(b["delta"]) for b in bins if b["gated"]]
     worst = max(gated_deltas) if gated_deltas else None  # no bin with enough rows: the gate fails
     return _gated({"bins": bins, "edges": edges, "edge_rule": f"VAL coherence quantiles ({n_bins} bins)",
                    "min_rows": min_rows, "gated_bins": len(gated_deltas)},
@@ -289,15 +248,11 @@ def _prepare(predict: Predict, bank: Bank, splits, max_rows: int | None, seed: i
 
 
 def five_cat(predict: Predict, bank: Bank, *, splits=("val", "ood"), max_rows: int | None = None, seed: int = 0,
-             foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
-    """5CAT: tests A-D on each split's windows, E across VAL and OOD. See the module docstring."""
-    return _five_cat(predict, bank, _prepare(predict, bank, splits, max_rows, seed, batch_size), seed=seed,
-                     foreign_every_slot=foreign_every_slot, batch_size=batch_size)
-
-
-def _five_cat(predict: Predict, bank: Bank, prepared: dict, *, seed: int, foreign_every_slot: bool,
-              batch_size: int) -> dict:
-    """5CAT on the rows and predictions of _prepare(): {splits: {split: {rows, gate_set, A-D}}, E, summary, seconds}."""
+             foreign_every_slot: bool = False, batch_size: int = BATCH, prepared: dict | None = None) -> dict:
+    """5CAT: A-D on each split's rows, E across VAL and OOD: {splits: {split: {rows, gate_set, A-D}}, E,
+    summary, seconds}. `prepared` (from _prepare) replaces `splits`, `max_rows` and the predictions."""
+    if prepared is None:
+        prepared = _prepare(predict, bank, splits, max_rows, seed, batch_size)
     out: dict = {"splits": {}, "seconds": {}}
     summary: dict = {}
     for split, (seqs, pred) in prepared.items():

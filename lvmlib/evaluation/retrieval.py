@@ -1,18 +1,13 @@
-"""Nearest concepts of a vector: FAISS search over the bank, and "vector -> text" decoding.
-
-The original decoded predictions with vec2text, which needs a model hub. Here a prediction is
-read back as the texts of its nearest concepts in the bank (with their article titles), which
-is exact, offline, and says what the model's vector is closest to.
-
-Bank vectors are unit-norm, so inner product = cosine and `IndexFlatIP` is an exact cosine
-search. Queries are used as given: for unit queries the scores are cosines, for any query the
-ranking is the cosine ranking (scaling a query does not reorder its neighbours).
-"""
+"""Exact cosine search with FAISS (inner product over unit bank vectors): nearest concepts of a vector,
+read back as their texts ("vector -> text", offline), and nearest training contexts of a context."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..data.bank import Bank, check_split, sequences
+from ..data.bank import CONTEXT, Bank, check_split, train_subset
+from .core import EvalError
+
+CHUNK = 8192   # training windows added to a context index at a time (bounds the memory of the keys)
 
 
 def _as_queries(queries, dim: int) -> np.ndarray:
@@ -34,18 +29,17 @@ def _check_k(k: int, size: int) -> int:
     return int(k)
 
 
-def _flat_ip_index(vectors: np.ndarray):
+def _flat_ip_index(dim: int, parts):
     import faiss  # imported here so the rest of lvmlib works without it
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index = faiss.IndexFlatIP(dim)
+    for vectors in parts:
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
 
 
 def brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product with NumPy (the reference FAISS is checked and timed against).
-
-    Returns (scores (Q, k) float32, ids (Q, k) int64), best first.
-    """
+    """Exact top-k by inner product with NumPy, the reference FAISS is checked and timed against:
+    (scores (Q, k) float32, ids (Q, k) int64), best first."""
     vectors = np.asarray(vectors, dtype=np.float32)
     q = _as_queries(queries, vectors.shape[1])
     k = _check_k(k, len(vectors))
@@ -70,7 +64,7 @@ class ConceptIndex:
             raise ValueError(f"no concepts to index (split={split!r})")
         self.bank, self.split = bank, split
         self.rows = rows  # index position -> global bank row
-        self.index = _flat_ip_index(bank.vectors[rows])
+        self.index = _flat_ip_index(bank.dim, [bank.vectors[rows]])
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -91,27 +85,51 @@ class ConceptIndex:
                  for score, row in zip(q_scores, q_ids)] for q_scores, q_ids in zip(scores, ids)]
 
 
-class NearestContextPredictor:
-    """Predict the next vector by analogy: find the k training windows whose 5-concept context is
-    most like this one (cosine of the concatenated, normalised contexts; FAISS) and average
-    their true next vectors, weighted by similarity.
+def train_windows(bank: Bank, train_concepts: int | None = None) -> np.ndarray:
+    """Bank rows of the targets of every training window of the nested subset (as sequences() gives)."""
+    starts, lengths = train_subset(bank, train_concepts)
+    parts = [s + np.arange(CONTEXT, n) for s, n in zip(starts, lengths) if n > CONTEXT]
+    if not parts:
+        raise EvalError("the training subset has no ctx-5 windows")
+    return np.concatenate(parts).astype(np.int64)
 
-    A model-free upper-bound probe: if similar contexts had similar continuations across
-    articles, this would score well; how well it does says how much of the next concept is
-    predictable from the training data at all. Call it like any predict function.
-    """
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row of (n, 5, D) contexts flattened and normalised: (n, 5·D) float32, the key of a context."""
+    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    return np.ascontiguousarray(flat / np.linalg.norm(flat, axis=1, keepdims=True))
+
+
+class ContextIndex:
+    """The training windows of a nested subset, searchable by context (cosine of the concatenated contexts)."""
+
+    def __init__(self, bank: Bank, train_concepts: int | None = None):
+        self.bank, self.train_concepts = bank, train_concepts
+        self.targets = train_windows(bank, train_concepts)
+        self.index = _flat_ip_index(CONTEXT * bank.dim, (
+            _unit_rows(bank.vectors[self.targets[s:s + CHUNK, None] + np.arange(-CONTEXT, 0)])
+            for s in range(0, len(self.targets), CHUNK)))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def search(self, contexts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(context cosines (M, k), bank rows of the neighbours' TRUE next concepts (M, k)), nearest first."""
+        if not 1 <= k <= len(self):
+            raise EvalError(f"k must be in 1..{len(self)} (training windows), got {k}")
+        scores, ids = self.index.search(_unit_rows(contexts), k)
+        return scores, self.targets[ids]
+
+
+class NearestContextPredictor(ContextIndex):
+    """A model-free probe: the similarity-weighted mean of the true next vectors of the k training windows
+    whose contexts are most like this one; how well it scores says how predictable the next concept is."""
 
     def __init__(self, bank: Bank, train_concepts: int | None = None, k: int = 8):
-        train = sequences(bank, "train", train_concepts)
-        keys = train.contexts.reshape(len(train), -1)
-        self.keys_norm = np.linalg.norm(keys, axis=1, keepdims=True)
-        self.index = _flat_ip_index(keys / self.keys_norm)
-        self.next = train.targets
-        self.k = _check_k(k, len(train))
+        super().__init__(bank, train_concepts)
+        self.k = _check_k(k, len(self))
 
     def __call__(self, contexts: np.ndarray) -> np.ndarray:
-        q = np.asarray(contexts, dtype=np.float32).reshape(len(contexts), -1)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-        scores, ids = self.index.search(np.ascontiguousarray(q), self.k)
-        pred = (self.next[ids] * np.clip(scores, 1e-6, None)[..., None]).sum(axis=1)
+        scores, nxt = self.search(contexts, self.k)
+        pred = (self.bank.vectors[nxt] * np.clip(scores, 1e-6, None)[..., None]).sum(axis=1)
         return pred / np.linalg.norm(pred, axis=1, keepdims=True)
