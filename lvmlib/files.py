@@ -83,9 +83,9 @@ def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_json(path, obj) -> Path:
+def write_json(path, obj, *, sort_keys: bool = False) -> Path:
     """Strict JSON (no NaN), indented, atomically."""
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False) + "\n")
 
 
 def to_jsonable(obj, *, where: str = "value"):

@@ -1,8 +1,6 @@
-"""Shared figures for the reports. Standard: one fixed colour per name (``PALETTE``, ``colour``); 95 % CI
-error bars from ``<y>_low``/``<y>_high`` (none where NaN); legends right of the panels; ≤ ~6 lines a panel
-(more are faceted, y shared); references as dashed lines labelled with name and value, never bars; numbers
-quoted from a seed report ("theirs") only in a panel of their own naming the report and file.
-Figures are ``matplotlib.figure.Figure`` (not pyplot): a notebook shows each once. All return the Figure."""
+"""Shared figures (``matplotlib.figure.Figure``, not pyplot: a notebook shows each once). One colour per name;
+95 % CIs from ``<y>_low``/``<y>_high``; legends right of the panels; ≤ ~6 lines a panel; references as labelled
+dashed lines; numbers quoted from a seed report ("theirs") only in a panel of their own naming report and file."""
 from __future__ import annotations
 
 import math
@@ -41,14 +39,9 @@ def theirs_title(seed: Any, file: Any) -> str:
 
 
 def set_theme() -> None:
-    """The project's look: whitegrid, colour-blind palette, readable sizes.
-
-    In a Jupyter kernel it also switches on the inline backend: with MPLBACKEND=Agg in the
-    environment (as `make` sets it for scripts) a Figure returned by a cell would otherwise show
-    only as the text "<Figure size ...>" and the report would have no images."""
+    """The project's look (whitegrid, colour-blind palette, readable sizes); in a Jupyter kernel also the inline
+    backend: under MPLBACKEND=Agg (set by `make`) a returned Figure would show only as "<Figure size ...>"."""
     import seaborn as sns
-
-    import pandas as pd
 
     # tables are shown whole (the report scrolls a wide one), numbers to 3 decimals
     pd.set_option("display.max_columns", None, "display.max_rows", 500, "display.width", None,
@@ -109,8 +102,8 @@ def _ci(ax, xs, d, y: str, color, band: bool = False) -> None:
 
 
 def _refs(ax, refs, x: str | None = None, y: str | None = None) -> None:
-    """{label: value} as dashed lines labelled at the right end (a value far outside the data is written at
-    the panel's edge instead, keeping the data's scale); {label: frame with x, y} as dashed lines."""
+    """{label: value or frame with x, y} as labelled dashed lines; a value far outside the data is only written
+    at the panel's edge, keeping the data's scale."""
     lo, hi = ax.get_ylim()
     for label, ref in (refs or {}).items():
         c = colour(label) if str(label).lower() in _BY_LOWER else "0.35"
@@ -177,8 +170,8 @@ def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Ma
           logx: bool = False, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
           max_lines: int = 6, theirs=None, theirs_seed=None, theirs_file=None, theirs_x: str | None = None,
           theirs_y: str | None = None, theirs_hue: str | None = None) -> Figure:
-    """One line per ``hue`` value with CIs; over ``max_lines`` lines are split into panels (or by ``facet``);
-    ``refs``: values or frames (x, y) as labelled dashed lines; ``theirs`` in a panel of its own."""
+    """One line per ``hue`` value with CIs, split into panels by ``facet`` or beyond ``max_lines``; ``refs`` as
+    labelled dashed lines; ``theirs`` in a panel of its own."""
     df, _ = _frame(frame, (x, y, hue, facet), y, "lines")
     if facet is not None:
         groups = [(f"{facet} = {v}", df[df[facet] == v]) for v in dict.fromkeys(df[facet])]
@@ -213,8 +206,8 @@ def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Ma
 
 def training_curves(history, *, facet: str = "label", max_panels: int = 12,
                     best_epochs: Mapping[str, int] | None = None, title: str | None = None) -> Figure:
-    """Train and val loss per epoch, a small panel per configuration (≤ 4 a row), the best epoch marked.
-    ``history``: long (label, epoch, split, loss[, best_epoch]) or wide (label, epoch, train_loss, val_loss)."""
+    """Train and val loss per epoch, a panel per configuration, the best epoch marked. ``history``: long
+    (label, epoch, split, loss[, best_epoch]) or wide (label, epoch, train_loss, val_loss)."""
     h, wide = pd.DataFrame(history), ["train_loss", "val_loss"]
     if "split" not in h and set(wide) <= set(h):
         h = h.melt(id_vars=h.columns.difference(wide).tolist(), value_vars=wide, var_name="split", value_name="loss")
@@ -248,8 +241,8 @@ def training_curves(history, *, facet: str = "label", max_panels: int = 12,
 
 
 def offset_sweep(frame, *, hue: str = "label", facet: str | None = None, title: str | None = None) -> Figure:
-    """c_k = mean cos(ŷ, v[t+k]) against the offset k, k = 0 (the true next vector) marked and each line's
-    peak starred: a forward predictor peaks at k = 0, a copy-last one at k = -1."""
+    """c_k = mean cos(ŷ, v[t+k]) against the offset k, k = 0 marked and each line's peak starred (a forward
+    predictor peaks at k = 0, a copy-last one at k = -1)."""
     fig = lines(frame, x="k", y="c_k", hue=hue, facet=facet, ylabel="c_k", xlabel="offset k  (★ = peak)",
                 title=title or "Offset sweep: mean cos(ŷ, v[t+k])")
     for ax in fig.axes:

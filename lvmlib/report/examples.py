@@ -1,9 +1,5 @@
-"""Decoded examples: what a prediction "says", read back as the nearest concepts of the bank.
-
-For a few seeded VAL windows: the 5 context concepts, the true next concept, and for each
-predictor its k nearest concepts (FAISS over the whole bank) with their cosines. A hit that is
-one of the window's own context concepts is marked as a copy; the true next concept as a hit.
-"""
+"""Decoded examples: what a prediction "says", read back as its nearest concepts in the bank (FAISS), for a
+few seeded VAL windows; a hit that is one of the window's own context concepts is marked as a copy."""
 from __future__ import annotations
 
 import html
@@ -35,8 +31,7 @@ def pick_windows(bank, n: int = 5, seed: int = 0) -> np.ndarray:
 
 
 def decode(bank, predictors: dict, windows: np.ndarray, k: int = 3, index: ConceptIndex | None = None) -> list[dict]:
-    """For each window: its rows and, per predictor, the k nearest bank concepts of its prediction
-    as (bank row, cosine, is_copy, is_target)."""
+    """Per window: its rows and, per predictor, its k nearest concepts as (bank row, cosine, is_copy, is_target)."""
     val = sequences(bank, "val")
     index = index or ConceptIndex(bank)
     out = [{"target": int(val.index[w]), "context": [int(val.index[w]) - 5 + j for j in range(5)], "hits": {}}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import files
-from .runner import banner_text, duration_text, portable, profile, tldr_items
+from .runner import duration_text, portable, profile, scale_facts, tldr_items
 
 COLUMNS = ("notebook", "date (UTC)", "commit", "profile", "status", "duration", "scale", "first finding", "files")
 LOCK_WAIT_S = 30.0   # how long build_index waits for another process rebuilding the same index
@@ -21,8 +21,10 @@ STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
          ".other{color:#8a6d00;font-weight:bold}.text{max-width:32em;font-size:90%}")
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
-    """(a JSON object, None) or (None, why not); the reason names the file, never a machine path."""
+def _read_json(path: Path, missing: tuple) -> tuple[dict | None, str | None]:
+    """(a JSON object, None), `missing` if there is no file, or (None, why not) naming the file, not its path."""
+    if not path.exists():
+        return missing
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -42,12 +44,14 @@ def _date(run_id: str) -> str:
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
     """run.json's fields plus the index's cells as text; unreadable files are named, not hidden."""
-    info, problem = _read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else (None, "incomplete")
-    metrics, unreadable = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else ({}, None)
+    info, problem = _read_json(run_dir / "run.json", (None, "incomplete"))
+    metrics, unreadable = _read_json(run_dir / "metrics.json", ({}, None))
     info, metrics = info or {}, metrics or {}
-    git, banner, seconds = info.get("git"), metrics.get("banner"), info.get("duration_s")
+    git, seconds, facts = info.get("git"), info.get("duration_s"), scale_facts(metrics.get("banner"))
     # a run's scale: the banner's own "scale" entry, else all its entries on one line
-    scale = banner["scale"] if isinstance(banner, dict) and isinstance(banner.get("scale"), str) else banner_text(banner)
+    scale = facts["scale"] if isinstance(facts.get("scale"), str) else " · ".join(
+        f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in facts.items()
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool))
     return {**info, "dir": run_dir, "run_id": run_dir.name, "status": str(info.get("status") or problem),
             "date": _date(run_dir.name), "commit": (git.get("label") if isinstance(git, dict) else None) or NONE,
             "profile": profile(info.get("params_file")) if info else NONE,
@@ -57,12 +61,8 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def collect_runs(outputs_root: str | os.PathLike = "outputs") -> dict[str, list[dict[str, Any]]]:
-    """{notebook stem: [run summaries, newest first]} from ``<root>/<stem>/<run>/``.
-
-    Only folders count (``.lock`` and other files, and dot-folders, never are runs). A run folder
-    without run.json is listed as "incomplete"; an unreadable run.json or metrics.json is listed
-    with the error rather than hiding the run.
-    """
+    """{notebook stem: [run summaries, newest first]} from ``<root>/<stem>/<run>/`` folders (not dot-folders);
+    a run without run.json is "incomplete", an unreadable run.json or metrics.json is named."""
     root = Path(outputs_root)
     groups: dict[str, list[dict[str, Any]]] = {}
     if not root.is_dir():
@@ -81,8 +81,8 @@ def _row(stem: str, r: dict[str, Any]) -> str:
     links = " ".join(f'<a href="{e(stem)}/{e(r["run_id"])}/{f}">{f.split(".")[0]}</a>'
                      for f in ("report.html", "params.yaml") if (r["dir"] / f).exists())
     css = r["status"] if r["status"] in ("ok", "failed") else "other"
-    return (f'<tr title="{e(r["run_id"])}"><td>{e(stem)}</td><td>{r["date"]}</td><td><code>{e(r["commit"])}</code></td>'
-            f'<td>{e(r["profile"])}</td><td class="{css}" title="{e(r["error"])}">{e(r["status"])}</td>'
+    return (f'<tr title="{e(r["run_id"])}"><td>{e(stem)}</td><td>{r["date"]}</td><td><code>{e(r["commit"])}</code>'
+            f'</td><td>{e(r["profile"])}</td><td class="{css}" title="{e(r["error"])}">{e(r["status"])}</td>'
             f'<td>{e(r["duration"])}</td><td class="text">{e(r["scale"])}</td><td class="text">{e(r["finding"])}</td>'
             f"<td>{links or NONE}</td></tr>")
 
@@ -91,8 +91,7 @@ def index_page(groups: dict[str, list[dict[str, Any]]]) -> str:
     """The index page for :func:`collect_runs`' result."""
     rows = "".join(_row(stem, r) for stem, runs in groups.items() for r in runs)
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if rows
-            else "<p>No runs yet.</p>")
+    body = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if rows else "<p>No runs yet.</p>"
     return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>lvm-lab reports</title>'
             f"<style>{STYLE}</style></head><body><h1>lvm-lab reports</h1>"
             "<p>One row per run, newest first within each notebook. Profile: the params file; scale and "
@@ -101,12 +100,8 @@ def index_page(groups: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def build_index(outputs_root: str | os.PathLike = "outputs", *, wait_s: float = LOCK_WAIT_S) -> Path:
-    """Write ``<outputs_root>/index.html`` listing every run; return its path.
-
-    Holds the outputs folder's lock while it reads the runs and writes the page, so that two runs
-    finishing together both appear; if another process holds it, waits up to ``wait_s`` seconds
-    (then files.FolderInUse, naming the holder). The page is written atomically.
-    """
+    """Write ``<outputs_root>/index.html`` atomically under the outputs folder's lock (so two runs finishing
+    together both appear), waiting up to ``wait_s`` for another holder (then files.FolderInUse)."""
     root = Path(outputs_root)
     deadline = time.monotonic() + wait_s
     while True:

@@ -1,16 +1,11 @@
-"""Run a notebook as a report: ``lvm report NOTEBOOK --params FILE``.
-
-One run = one folder ``<outputs>/<notebook stem>/<UTC>-<git>-<params hash>/`` holding ``report.html``
-(the executed notebook without code, a failed run too), ``notebook.ipynb`` (git-ignored),
-``params.yaml`` (the resolved parameters; ``--params`` it to repeat the run), ``metrics.json`` (what
-the notebook passed to :func:`save_metrics`, which writes to ``$LVM_REPORT_DIR``) and ``run.json``
-(status, error, times, git, versions; written last: a folder without it never finished). Paths in
-them are repo-relative (:func:`portable`). papermill/nbconvert are imported lazily.
-"""
+"""Run a notebook as a report: ``lvm report NOTEBOOK --params FILE`` writes one run folder
+``<outputs>/<notebook stem>/<UTC>-<git>-<params hash>/`` (RUN_FILES; docs/architecture.md).
+papermill and nbconvert are imported lazily."""
 from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import html
@@ -35,6 +30,7 @@ KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # The kernel is local: Unix-socket (ipc) transport instead of TCP on localhost. Over TCP without
 # CurveZMQ keys ipykernel warns "Kernel is running over TCP without encryption" on every run.
 KERNEL_MANAGER_CONFIG = {"KernelManager": {"transport": "ipc"}}
+# run.json is written last: a folder without it never finished
 RUN_FILES = ("report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json")
 
 
@@ -50,15 +46,9 @@ class ReportFailed(RuntimeError):
         self.run_dir = run_dir
 
 
-# --------------------------------------------------------------------------- repo-relative paths
-# --------------------------------------------------------------------------- the notebook's side
 def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Record a notebook's metrics for the report runner; returns ``metrics`` unchanged.
-
-    Under ``lvm report`` (``LVM_REPORT_DIR`` set) they are merged into ``$LVM_REPORT_DIR/metrics.json``
-    (later calls win; :func:`lvmlib.files.to_jsonable`, paths repo-relative); interactively nothing is
-    written. The index shows ``banner`` (a mapping; its ``scale`` entry) and the first of ``tldr``.
-    """
+    """Merge a notebook's metrics into ``$LVM_REPORT_DIR/metrics.json`` (later calls win; nothing is written
+    interactively); returns ``metrics``. The index shows ``banner`` and the first of ``tldr``."""
     if not isinstance(metrics, Mapping):
         raise TypeError(f"save_metrics expects a mapping, got {type(metrics).__name__}")
     clean = portable(files.to_jsonable(metrics, where="metrics"))  # validated even interactively
@@ -71,10 +61,7 @@ def save_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def save_artifact(name: str, text: str) -> Path | None:
-    """Save a small text file (e.g. the params of the best run) beside the report.
-
-    Under ``lvm report`` it is written atomically to ``$LVM_REPORT_DIR/<name>`` and its path is
-    returned; interactively (variable unset) nothing is written and None is returned."""
+    """Save a small text file beside the report (``$LVM_REPORT_DIR/<name>``); None interactively."""
     if not name or Path(name).name != name or name in RUN_FILES:
         raise ReportError(f"artifact name {name!r} must be a plain file name other than {sorted(RUN_FILES)}")
     report_dir = os.environ.get(REPORT_DIR_ENV)
@@ -83,43 +70,35 @@ def save_artifact(name: str, text: str) -> Path | None:
     return files.write_text(Path(report_dir) / name, text)
 
 
-# --------------------------------------------------------------------------- parameters
 def load_params(params_file: str | os.PathLike | None) -> dict[str, Any]:
-    """Read a YAML mapping of notebook parameter names -> values (no file or an empty one -> {})."""
+    """A YAML mapping of notebook parameter names -> values (no file or an empty one -> {})."""
     if params_file is None:
         return {}
     data = read_yaml(params_file, what="params")
     if not isinstance(data, dict):
         raise ReportError(f"params file {params_file}: expected a mapping of parameter names to values, "
                           f"got {type(data).__name__}")
-    _check_param_values(data, f"params file {params_file}")
-    return data
 
-
-def _check_param_values(params: Mapping[str, Any], where: str) -> None:
-    # papermill writes the values into Python source: only plain data survives that.
-    def ok(v: Any) -> bool:
+    def plain(v: Any) -> bool:  # papermill writes the values into Python source: only plain data survives
         if isinstance(v, list):
-            return all(ok(x) for x in v)
+            return all(plain(x) for x in v)
         if isinstance(v, dict):
-            return all(isinstance(k, str) and ok(x) for k, x in v.items())
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
         return v is None or isinstance(v, (bool, int, float, str))
 
-    for key, value in params.items():
+    for key, value in data.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise ReportError(f"{where}: parameter name {key!r} is not a Python identifier")
-        if not ok(value):
-            raise ReportError(f"{where}: parameter {key!r} has a value of type {type(value).__name__}; "
-                              "use numbers, strings, booleans, null, lists or mappings")
+            raise ReportError(f"params file {params_file}: parameter name {key!r} is not a Python identifier")
+        if not plain(value):
+            raise ReportError(f"params file {params_file}: parameter {key!r} has a value of type "
+                              f"{type(value).__name__}; use numbers, strings, booleans, null, lists or mappings")
+    return data
 
 
 def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
                    ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Return (resolved, unresolved): notebook defaults updated by ``overrides``.
-
-    Defaults that are not literals (``x = 2**3``) cannot be written to params.yaml faithfully;
-    unless overridden they are returned separately as their source text.
-    """
+    """(resolved, unresolved): the notebook's defaults updated by ``overrides``; defaults that are not
+    literals (``x = 2**3``) cannot go to params.yaml faithfully and come back as their source text."""
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))  # {} without a cell tagged "parameters"
@@ -146,7 +125,6 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:8]
 
 
-# --------------------------------------------------------------------------- environment facts
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
         out = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True,
@@ -157,11 +135,8 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def git_state(where: Path, exclude: Path | None = None) -> dict[str, Any]:
-    """Short sha and dirtiness of the repository holding ``where`` (read-only git calls).
-
-    ``exclude`` (the outputs folder) is left out of the dirty check: reports written by
-    earlier runs must not make every later run "-dirty".
-    """
+    """Short sha and dirtiness of the repository holding ``where``; ``exclude`` (the outputs folder) is left
+    out of the dirty check, so earlier reports do not make every later run "-dirty"."""
     top = _git(["rev-parse", "--show-toplevel"], where)
     sha = _git(["rev-parse", "--short", "HEAD"], where) if top else None
     if not top or not sha:
@@ -183,35 +158,25 @@ def environment_facts() -> dict[str, Any]:
     for dist in ("torch", "numpy", "papermill", "nbconvert", "lvmlib"):
         with contextlib.suppress(_metadata.PackageNotFoundError):
             versions[dist] = _metadata.version(dist)
-    return {
-        "versions": versions,
-        "machine": {"platform": platform.platform(), "machine": platform.machine(),
-                    "python_implementation": platform.python_implementation(),
-                    "cpu_count": os.cpu_count()},
-    }
+    return {"versions": versions,
+            "machine": {"platform": platform.platform(), "machine": platform.machine(),
+                        "python_implementation": platform.python_implementation(), "cpu_count": os.cpu_count()}}
 
 
-# --------------------------------------------------------------------------- kernel
 def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None = None) -> Path:
-    """Make sure kernel ``name`` exists; install it for this Python if it does not.
-
-    Installed with env OMP_WAIT_POLICY=PASSIVE into ``prefix`` (default ``sys.prefix``, i.e.
-    the venv). Returns the kernelspec folder.
-    """
+    """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv, with
+    KERNEL_ENV) if it does not exist yet."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     if prefix is None:
         with contextlib.suppress(NoSuchKernel):
             return Path(KernelSpecManager().get_kernel_spec(name).resource_dir)
-    else:
-        existing = Path(prefix) / "share" / "jupyter" / "kernels" / name
-        if (existing / "kernel.json").exists():
-            return existing
+    elif (Path(prefix) / "share" / "jupyter" / "kernels" / name / "kernel.json").exists():
+        return Path(prefix) / "share" / "jupyter" / "kernels" / name
     from ipykernel.kernelspec import install
 
-    where = install(kernel_name=name, display_name=f"{name} (OMP passive)",
-                    prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV))
-    return Path(where)
+    return Path(install(kernel_name=name, display_name=f"{name} (OMP passive)",
+                        prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV)))
 
 
 def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel: str,
@@ -244,16 +209,9 @@ def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel:
     return executed, error
 
 
-# --------------------------------------------------------------------------- rendering
-def banner_text(banner: Any) -> str | None:
-    """metrics["banner"] (a mapping: what the report's scale is) as one compact line."""
-    if isinstance(banner, str):
-        return banner or None
-    if not isinstance(banner, Mapping):
-        return None
-    parts = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in banner.items()
-             if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    return " · ".join(parts) or None
+def scale_facts(banner: Any) -> dict[str, Any]:
+    """metrics["banner"] (what the report's scale is) as a mapping; a string is the scale itself."""
+    return {"scale": banner} if isinstance(banner, str) else dict(banner) if isinstance(banner, Mapping) else {}
 
 
 def tldr_items(tldr: Any) -> list[str]:
@@ -278,9 +236,10 @@ PAGE_STYLE = ("<style>.jp-OutputArea-output table, .jp-RenderedHTMLCommon table{
               "max-width:100%} .lvm-scale td{padding:2px 10px} .lvm-tldr li{margin:4px 0}</style>")
 
 
-def _header_cell(info: dict[str, Any], metrics: Mapping[str, Any]):
-    """The top of report.html: FAILED banner, the run, its scale (the notebook's banner plus profile,
-    commit and wall time) as a small table, and the TL;DR findings."""
+def _report_cells(info: dict[str, Any], metrics: Mapping[str, Any], params: Mapping[str, Any],
+                  unresolved: Mapping[str, str]):
+    """(top, end) cells of report.html: FAILED banner, the run, its scale (banner, profile, commit, wall time)
+    and TL;DR at the top; the run's parameters, collapsed, at the end."""
     import nbformat
 
     e = html.escape
@@ -291,36 +250,24 @@ def _header_cell(info: dict[str, Any], metrics: Mapping[str, Any]):
     parts.append(f"<p><b>lvm report</b> of <code>{e(info['notebook'])}</code> &middot; run "
                  f"<code>{e(info['run_id'])}</code> &middot; status <b>{e(info['status'])}</b> &middot; "
                  f"started {e(info['started_utc'])}</p>")
-    banner = metrics.get("banner")
-    scale = {**({"scale": banner} if isinstance(banner, str) else banner if isinstance(banner, Mapping) else {}),
-             "profile": profile(info["params_file"]), "commit": info["git"]["label"],
-             "wall time": duration_text(info["duration_s"])}
+    scale = {**scale_facts(metrics.get("banner")), "profile": profile(info["params_file"]),
+             "commit": info["git"]["label"], "wall time": duration_text(info["duration_s"])}
     parts.append('<table class="lvm-scale">' + "".join(f"<tr><td><b>{e(str(k))}</b></td><td>{e(str(v))}</td></tr>"
                                                        for k, v in scale.items()) + "</table>")
     tldr = tldr_items(metrics.get("tldr"))
     if tldr:
         parts.append('<p><b>TL;DR</b></p><ul class="lvm-tldr">' + "".join(f"<li>{e(t)}</li>" for t in tldr) + "</ul>")
-    return nbformat.v4.new_markdown_cell("\n".join(parts))
-
-
-def _params_cell(info: dict[str, Any], params: Mapping[str, Any], unresolved: Mapping[str, str]):
-    """The end of report.html: the parameters of the run, collapsed."""
-    import nbformat
-
-    e = html.escape
     rows = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(json.dumps(v, default=str))}</code></td></tr>"
                    for k, v in params.items())
     rows += "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(v)}</code> (notebook default)</td></tr>"
                     for k, v in unresolved.items())
-    return nbformat.v4.new_markdown_cell(
+    return (nbformat.v4.new_markdown_cell("\n".join(parts)), nbformat.v4.new_markdown_cell(
         f"<details><summary><b>Parameters</b> (params file <code>{e(str(info['params_file']))}</code>)</summary>"
-        f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>")
+        f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>"))
 
 
 def render_html(nb, title: str, header=None, footer=None) -> str:
     """HTML without code inputs or prompts; stream outputs coalesced so tqdm shows one bar."""
-    import copy
-
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
@@ -332,7 +279,6 @@ def render_html(nb, title: str, header=None, footer=None) -> str:
     return body
 
 
-# --------------------------------------------------------------------------- the runner
 def _make_run_dir(parent: Path, base: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     for i in range(1, 1000):
@@ -349,27 +295,11 @@ def _describe_error(exc: BaseException) -> str:
     return portable(f"{type(exc).__name__}: {exc}")
 
 
-def _overrides(params_file, extra_params) -> tuple[dict[str, Any], str]:
-    """The parameter overrides and how to name their origin in error messages."""
-    overrides = load_params(params_file)
-    where = f"params file {params_file}" if params_file is not None else "parameters"
-    if extra_params:
-        _check_param_values(extra_params, "extra_params")
-        overrides.update(extra_params)
-        where = f"{where} + extra_params" if params_file is not None else "extra_params"
-    return overrides, where
-
-
 def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | None = None, *,
                outputs_root: str | os.PathLike = "outputs", kernel: str = DEFAULT_KERNEL,
-               execution_timeout: int = 1800, start_timeout: int = 120,
-               extra_params: Mapping[str, Any] | None = None) -> Path:
-    """Execute ``notebook`` with papermill and write a run folder; return its path.
-
-    ``extra_params`` override the params file. On a failed run everything is still written
-    (report.html with a FAILED banner, run.json status "failed") and ReportFailed is raised.
-    ``execution_timeout`` is per cell, in seconds. Rebuilds ``<outputs_root>/index.html``.
-    """
+               execution_timeout: int = 1800, start_timeout: int = 120) -> Path:
+    """Execute ``notebook`` (``execution_timeout`` per cell), write its run folder, rebuild the index; return
+    the folder. A failed run is still written (FAILED banner, run.json status "failed"), then ReportFailed."""
     from .index import build_index
 
     nb_path = Path(notebook).resolve()
@@ -378,11 +308,11 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
     if nb_path.suffix != ".ipynb":
         raise ReportError(f"notebook {notebook}: expected an .ipynb file")
     outputs = Path(outputs_root).resolve()
-    overrides, where = _overrides(params_file, extra_params)
+    overrides = load_params(params_file)
+    where = f"params file {params_file}" if params_file is not None else "parameters"
     resolved, unresolved = resolve_params(nb_path, overrides, where)
     resolved = portable(resolved)
     ensure_kernel(kernel)
-
     git = git_state(nb_path.parent, exclude=outputs)
     started = _dt.datetime.now(_dt.timezone.utc)
     p_hash = params_hash({"params": resolved, "unresolved": unresolved})
@@ -394,11 +324,9 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if metrics_saved else {}
     if not metrics_saved:
         files.write_json(run_dir / "metrics.json", metrics, sort_keys=True)
-
     info = {
         "notebook": portable(str(nb_path)),
         "params_file": portable(str(Path(params_file).resolve())) if params_file is not None else None,
-        "extra_params": portable(files.to_jsonable(dict(extra_params))) if extra_params else None,
         "status": "ok" if error is None else "failed",
         "error": None if error is None else _describe_error(error),
         "run_id": run_dir.name, "params_hash": p_hash, "unresolved_defaults": unresolved,
@@ -409,8 +337,7 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
         "start_timeout_s": start_timeout, "metrics_saved": metrics_saved,
         **environment_facts(),
     }
-    page = render_html(executed, f"{nb_path.stem} {run_dir.name}", _header_cell(info, metrics),
-                       _params_cell(info, resolved, unresolved))
+    page = render_html(executed, f"{nb_path.stem} {run_dir.name}", *_report_cells(info, metrics, resolved, unresolved))
     files.write_text(run_dir / "report.html", page)
     files.write_json(run_dir / "run.json", info, sort_keys=True)  # last: its presence marks a finished run
     build_index(outputs)

@@ -1,7 +1,4 @@
-"""Tables the notebooks show, built from run rows and evaluation documents (lvmlib.runs).
-
-Numbers are shown to 3 decimals and intervals as `0.543 [0.536, 0.550]`.
-"""
+"""Tables the notebooks show, from run rows and evaluation documents; intervals as `0.543 [0.536, 0.550]`."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +27,8 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 
 
 def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), level: float = 0.95) -> pd.DataFrame:
-    """One row per configuration: the number of seeds, and per metric its mean with a t-interval
-    over seeds (columns m, m_low, m_high; with one seed, the row's own interval if it has one). Compute columns (params, steps, seconds) are averaged;
-    `converged` is true only if every seed converged."""
+    """One row per configuration: seeds, each metric's mean and t-interval over seeds (m, m_low, m_high; one
+    seed keeps its row's own interval), compute columns averaged, `converged` only if every seed converged."""
     df = pd.DataFrame(rows)
     out = []
     for key, group in df.groupby(by, sort=False):
@@ -76,8 +72,8 @@ def _pf(test: dict) -> str:
 
 
 def five_cat_table(evals: dict) -> pd.DataFrame:
-    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail, and the
-    gates passed out of one denominator (every gate of both splits)."""
+    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail, and the gates
+    passed out of every gate of both splits."""
     rows = []
     for label, ev in evals.items():
         fc = ev["five_cat"]

@@ -1,15 +1,9 @@
-"""Training: a run spec in, a verified checkpoint out.
-
-    train(spec)            load the data the spec names, build its model, fit, write out/
-    fit(model, train, val, spec, bank=..., out_dir=...)   the loop on in-memory sequences
-    load_checkpoint(path)  a verified model + the run's record
-"""
+"""Training: `train(spec)` (data, model, fit, out/), `fit` on in-memory sequences, verified checkpoints."""
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -36,43 +30,36 @@ def _init_distributed(device_name: str) -> bool:
 
 
 def _check_device(name: str) -> None:
-    """params.train.device must name a device this machine has: a ConfigError before any work, not a
-    torch error midway."""
+    """params.train.device must name a device this machine has: a ConfigError before any work."""
     if name == "auto":
         return
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+                          ) from None
+    mps, problem = getattr(torch.backends, "mps", None), None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"params.train.device: {name!r}, but torch {torch.__version__} sees no CUDA device on "
-                          "this machine; use auto or cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"params.train.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA "
-                          "device(s)")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps is not None and mps.is_available()):
-        raise ConfigError(f"params.train.device: {name!r}, but MPS is not available here; use auto or cpu")
-
-
-def load_data(spec: RunSpec):
-    """(bank, train sequences, val sequences) for a spec's data section."""
-    data = spec.data
-    bank = open_bank({"synthetic": data.synthetic} if data.synthetic is not None else {"bank": data.bank})
-    return bank, sequences(bank, "train", data.train_concepts), sequences(bank, "val")
+        problem = f"torch {torch.__version__} sees no CUDA device on this machine; use auto or cpu"
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problem = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type == "mps" and not (mps is not None and mps.is_available()):
+        problem = "MPS is not available here; use auto or cpu"
+    if problem:
+        raise ConfigError(f"params.train.device: {name!r}, but {problem}")
 
 
 def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
-    """Run the training a spec describes; checkpoints and history go to spec.out (if set).
-
-    With spec.out, rank 0 (the only writer) holds spec.out/.lock for the whole run, taken once the
-    data and model are known to be good (so a bad spec leaves no folder behind)."""
+    """Run the training a spec describes; params, checkpoints and history go to spec.out (if set), whose
+    .lock rank 0 (the only writer) holds once data and model are known good (a bad spec leaves no folder)."""
     _check_device(spec.train.device)
     started_dist = _init_distributed(spec.train.device)
     try:
         rank, _ = dist_info()
         seed_everything(spec.seed)
-        bank, train_seqs, val_seqs = load_data(spec)
+        data = spec.data
+        bank = open_bank({"synthetic": data.synthetic} if data.synthetic is not None else {"bank": data.bank})
+        train_seqs, val_seqs = sequences(bank, "train", data.train_concepts), sequences(bank, "val")
         try:
             model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
         except ModelError as e:
@@ -96,4 +83,4 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
 
 
 __all__ = ["CONVERGED", "CheckpointError", "FitResult", "dist_info", "fingerprint_of", "fit", "load_checkpoint",
-           "load_data", "pick_device", "read_checkpoint", "save_checkpoint", "seed_everything", "train", "validate"]
+           "pick_device", "read_checkpoint", "save_checkpoint", "seed_everything", "train", "validate"]

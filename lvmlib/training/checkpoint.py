@@ -1,10 +1,6 @@
-"""Checkpoints that prove what they hold (SPEC defect 7: no checkpoint was ever verified).
-
-A checkpoint holds the weights, the model config, a probe (the model's outputs on fixed seeded
-inputs) and the run's record (its spec, the data it saw, history, optimizer state). Loading
-rebuilds the model from its config and re-runs the probe, so a truncated, corrupted or altered
-file, or one whose weights do not fit its config, is refused with an error naming the file.
-"""
+"""Checkpoints that prove what they hold (SPEC defect 7): weights, model config, a probe (the model's outputs
+on fixed seeded inputs) and the run's record. Loading rebuilds the model and re-runs the probe, so a truncated,
+corrupted or altered file, or weights that do not fit their config, is refused with an error naming the file."""
 from __future__ import annotations
 
 import copy
@@ -27,14 +23,10 @@ class CheckpointError(InputError):
     """A checkpoint that cannot be read, or is not what it claims to be."""
 
 
-def probe_inputs(dim: int, seed: int = PROBE_SEED) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(PROBE_BATCH, 5, dim, generator=gen), dim=-1)
-
-
 @torch.no_grad()
 def _probe(model: LVM, seed: int) -> torch.Tensor:
-    return model(probe_inputs(model.dim, seed))
+    gen = torch.Generator().manual_seed(seed)
+    return model(F.normalize(torch.randn(PROBE_BATCH, 5, model.dim, generator=gen), dim=-1))
 
 
 def _rebuild(config: dict, state: dict, where) -> LVM:
@@ -62,8 +54,8 @@ def _to_cpu(obj):
 
 
 def save_checkpoint(path, model: LVM, **record) -> Path:
-    """Write weights + config + probe + `record` atomically, after checking that the model rebuilt
-    from what is written predicts what the live model predicts."""
+    """Write weights + config + probe + `record` atomically, once the model rebuilt from them predicts what
+    the live model predicts."""
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     probe = _probe(_rebuild(model.config, state, path), PROBE_SEED)   # on CPU, from the saved weights
@@ -87,9 +79,11 @@ def read_checkpoint(path) -> tuple[LVM, dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickle of the wrong kind...
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: cannot read the checkpoint, truncated or corrupted? ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint, truncated or corrupted? "
+                              f"({type(e).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an lvmlib checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r})")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise CheckpointError(f"{path}: not an lvmlib checkpoint (format {found!r})")
     for key in ("model_config", "state_dict", "probe"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
@@ -104,8 +98,8 @@ def read_checkpoint(path) -> tuple[LVM, dict]:
         raise CheckpointError(f"{path}: the rebuilt model fails on the probe batch ({e})") from None
     if got.shape != saved.shape or not torch.allclose(got, saved, rtol=0, atol=PROBE_ATOL, equal_nan=True):
         diff = (got - saved).abs().max().item() if got.shape == saved.shape else float("nan")
-        raise CheckpointError(f"{path}: probe outputs differ from the saved ones (max |diff| {diff:.3g} > {PROBE_ATOL}): "
-                              "the weights are not those that were saved")
+        raise CheckpointError(f"{path}: probe outputs differ from the saved ones (max |diff| {diff:.3g} > "
+                              f"{PROBE_ATOL}): the weights are not those that were saved")
     return model, payload
 
 

@@ -1,11 +1,8 @@
 """The training loop: `fit(model, train, val, spec)` on in-memory sequences.
 
-AdamW; an LR schedule (ReduceLROnPlateau on the val loss, or linear warm-up + cosine decay);
-gradient clipping; early stopping on the val loss; the best weights by val loss. Every run
-records whether it converged and why it stopped. Batches are index slices of tensors held on the
-device, in a seeded permutation per epoch; all the randomness of epoch e is seeded from
-(seed, e), so a resumed run replays exactly what an uninterrupted run would have done.
-Under torch.distributed each rank trains on its shard of every batch; only rank 0 writes.
+AdamW, a plateau or warm-up + cosine LR schedule, gradient clipping, early stopping, the best weights by
+val loss. All randomness of epoch e is seeded from (seed, e), so a resumed run replays an uninterrupted
+one bit for bit. Under torch.distributed each rank trains on its shard of every batch; only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -34,8 +31,9 @@ from ..losses import FLOW_VAL_SEED, Objective
 from ..models import LVM
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
-# stop reasons; the first two mean the run converged (it had stopped improving)
-PATIENCE, LR_FLOOR, MAX_EPOCHS, MAX_STEPS, NOTHING_TO_TRAIN = "patience", "lr_floor", "max_epochs", "max_steps", "no_parameters"
+# stop reasons; those in CONVERGED mean the run had stopped improving
+PATIENCE, LR_FLOOR, MAX_EPOCHS, MAX_STEPS = "patience", "lr_floor", "max_epochs", "max_steps"
+NOTHING_TO_TRAIN = "no_parameters"
 CONVERGED = (PATIENCE, LR_FLOOR, NOTHING_TO_TRAIN)
 
 
@@ -64,16 +62,6 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def sequences_hash(train: Sequences, val: Sequences) -> str:
-    """Identifies the exact train/val rows a run saw (with or without a bank)."""
-    h = hashlib.blake2b(digest_size=8)
-    for arr in (train.index, train.targets, val.index, val.targets):
-        arr = np.ascontiguousarray(arr)
-        h.update(str(arr.shape).encode())
-        h.update(arr.data)      # the contiguous buffer itself: no copy of the targets
-    return h.hexdigest()
-
-
 @dataclass
 class FitResult:
     model: LVM                  # best weights by val loss, eval mode
@@ -82,7 +70,7 @@ class FitResult:
     best_val_loss: float
     best_val_cosine: float
     epochs_run: int
-    stop_reason: str            # patience | lr_floor | max_epochs | no_parameters
+    stop_reason: str            # patience | lr_floor | max_epochs | max_steps | no_parameters
     optimizer_steps: int
     seconds: float
     out_dir: Path | None
@@ -90,7 +78,7 @@ class FitResult:
 
     @property
     def converged(self) -> bool:
-        """Stopped because it had stopped improving (early stopping or the LR floor), not by the epoch cap."""
+        """Stopped because it had stopped improving, not by the epoch or step cap."""
         return self.stop_reason in CONVERGED
 
     @property
@@ -99,13 +87,9 @@ class FitResult:
 
 
 class _Tensors:
-    """One split for the device: the bank's vectors, once (a float32 tensor that the splits of one
-    fit share; on the CPU it is the bank's array itself, memory-mapped or not), and each window's
-    target row. batch(idx) gathers the contexts (B, 5, D) and targets (B, D) of those windows, and,
-    only when a loss term needs them (from the bank), the rollout's future targets + mask and
-    info_nce_hard's v[t+k] + mask: the same numbers as holding every window, without the copies.
-    Sequences given as arrays (no vectors behind them) are held as they are; Sequences over the
-    vectors drop whatever all-window arrays they had gathered (they gather them again if asked)."""
+    """One split on the device: the bank's vectors once (shared by the splits of one fit) and each window's
+    row; batch(idx) gathers contexts, targets and, only for loss terms that need them, the rollout's future
+    and info_nce_hard's neighbours. Sequences given as arrays are held as they are."""
 
     def __init__(self, seqs: Sequences, device, bank=None, horizon: int | None = None,
                  hard_offsets: list[int] | None = None, *, shared: list | None = None):
@@ -119,15 +103,16 @@ class _Tensors:
             self.rows = as_t(np.asarray(seqs.index, dtype=np.int64))
             self.offsets = torch.arange(-seqs.context, 0, device=self.device)
         else:
-            self.contexts, self.targets = as_t(seqs.contexts.astype(np.float32)), as_t(seqs.targets.astype(np.float32))
+            self.contexts = as_t(seqs.contexts.astype(np.float32))
+            self.targets = as_t(seqs.targets.astype(np.float32))
         self.bank_vectors = self.future = self.valid = self.hard = self.hard_valid = None
         if horizon or hard_offsets:
             self.bank_vectors = self._on_device(bank.vectors)
-        if horizon:     # future / hard: bank rows (M, K) and masks; the vectors are gathered per batch
+        if horizon:     # bank rows (M, K) and masks; the vectors are gathered per batch
             self.future, self.valid = map(as_t, neighbour_rows(bank, seqs.index, range(horizon), seqs.limit))
         if hard_offsets:
             self.hard, self.hard_valid = map(as_t, neighbour_rows(bank, seqs.index, hard_offsets, seqs.limit))
-        seqs.release()  # all-window arrays fit gathered before (hash, model statistics, curriculum) go now
+        seqs.release()  # all-window arrays gathered before (hash, model statistics, curriculum) go now
 
     def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
         for array, tensor in self._shared:
@@ -145,7 +130,7 @@ class _Tensors:
         return self._n
 
     def _neighbours(self, rows, valid, idx):
-        """neighbours()' (B, K, D) for windows idx: bank rows gathered, cells outside the article 0."""
+        """(B, K, D) bank vectors of windows idx; cells outside the article 0."""
         if rows is None:
             return None
         return self.bank_vectors[rows[idx]].masked_fill_(~valid[idx][..., None], 0.0)
@@ -182,30 +167,19 @@ def validate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
     return {"loss": total / n, "cosine": cos_sum / n, "parts": {k: v / n for k, v in parts.items()}}
 
 
-class Schedule:
-    """The LR schedule: 'plateau' steps once per epoch on the val loss; 'cosine' steps every batch
-    (linear warm-up over warmup_steps, then cosine decay to 0 at the last planned step)."""
+def _scheduler(optimizer, tcfg, total_steps: int):
+    """plateau: ReduceLROnPlateau on the val loss, stepped per epoch; cosine: stepped per batch, linear
+    warm-up over warmup_steps, then cosine decay to 0 at the last planned step."""
+    if tcfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience)
+    warm, total = tcfg.warmup_steps, max(total_steps, 1)
 
-    def __init__(self, optimizer, tcfg, total_steps: int):
-        self.kind = tcfg.schedule
-        if self.kind == "plateau":
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience)
-        else:
-            warm, total = tcfg.warmup_steps, max(total_steps, 1)
-            def factor(step):
-                if step < warm:
-                    return (step + 1) / warm
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-    def after_batch(self):
-        if self.kind == "cosine":
-            self.scheduler.step()
-
-    def after_epoch(self, val_loss: float):
-        if self.kind == "plateau":
-            self.scheduler.step(val_loss)
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -219,10 +193,15 @@ class _State:
 
 
 def _record(spec: RunSpec, train: Sequences, val: Sequences, bank) -> dict:
-    """What identifies a run: its spec and the exact data it saw (the bank fingerprint, stored once)."""
+    """What identifies a run: its spec and the exact data it saw (bank fingerprint, hash of the rows)."""
+    rows = hashlib.blake2b(digest_size=8)
+    for arr in (train.index, train.targets, val.index, val.targets):
+        arr = np.ascontiguousarray(arr)
+        rows.update(str(arr.shape).encode())
+        rows.update(arr.data)      # the buffer itself: no copy of the targets
     return {"spec": spec.to_dict(), "seed": spec.seed,
             "data": {"fingerprint": bank.manifest.get("fingerprint") if bank is not None else None,
-                     "sequences": sequences_hash(train, val), "n_train": len(train), "n_val": len(val)}}
+                     "sequences": rows.hexdigest(), "n_train": len(train), "n_val": len(val)}}
 
 
 # what may differ between a run and its --resume: the epoch cap, the device, and naming
@@ -246,10 +225,9 @@ def _check_resumable(last: dict, record: dict, model: LVM, where) -> None:
         raise CheckpointError(f"{where}: has no optimizer state to resume from")
 
 
-def _train_epoch(step_module, trainable, optimizer, schedule, data: _Tensors, order, tcfg, epoch, gen, bar,
+def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, order, tcfg, epoch, gen, bar,
                  steps_left=None):
-    """One pass over `order` (at most steps_left steps); returns (summed loss, summed parts, rows this
-    rank trained on, steps)."""
+    """One pass over `order` (at most steps_left steps): (summed loss, summed parts, rows this rank saw, steps)."""
     rank, world = dist_info()
     device = data.device
     order_t = torch.as_tensor(order, device=device)
@@ -266,7 +244,8 @@ def _train_epoch(step_module, trainable, optimizer, schedule, data: _Tensors, or
         if tcfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
         optimizer.step()
-        schedule.after_batch()
+        if tcfg.schedule == "cosine":
+            scheduler.step()
         steps += 1
         loss_sum += loss.detach() * len(shard)
         for k, v in parts.items():
@@ -304,11 +283,8 @@ def _after_epoch(state: _State, ev: dict, epoch: int, tcfg, lr_now: float) -> bo
 
 def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=None, out_dir=None,
         progress: bool = True, resume: bool = False) -> FitResult:
-    """Train `model` as `spec` (its loss, train and curriculum sections) says, on in-memory sequences.
-
-    bank: needed for the rollout loss (future targets) and info_nce_hard's article_offsets, and
-    recorded as the data fingerprint. out_dir: where best.pt / last.pt go (None: nothing is
-    written). resume: continue from out_dir/last.pt."""
+    """Train `model` as `spec` (loss, train, curriculum) says. bank: for the rollout and info_nce_hard
+    terms and the data fingerprint; out_dir: where best.pt / last.pt go; resume: from out_dir/last.pt."""
     tcfg, seed = spec.train, spec.seed
     rank, world = dist_info()
     device = pick_device(tcfg.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -378,11 +354,11 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     per_epoch = math.ceil(len(train_t) / tcfg.batch_size)
-    schedule = Schedule(optimizer, tcfg, min(per_epoch * tcfg.epochs, tcfg.max_steps or math.inf))
+    scheduler = _scheduler(optimizer, tcfg, min(per_epoch * tcfg.epochs, tcfg.max_steps or math.inf))
     best_state = None
     if last is not None:
         optimizer.load_state_dict(last["optimizer"])
-        schedule.scheduler.load_state_dict(last["scheduler"])
+        scheduler.load_state_dict(last["scheduler"])
         if state.best["epoch"] is not None:
             best_state = copy.deepcopy(read_checkpoint(writer.out_dir / "best.pt")[0].state_dict())
     step_module = objective
@@ -403,23 +379,26 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
         bar = (lambda s: tqdm(s, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
                               disable=not progress or rank != 0))
         steps_left = None if tcfg.max_steps is None else tcfg.max_steps - state.steps
-        sums = _train_epoch(step_module, trainable, optimizer, schedule, train_t, order, tcfg, epoch, gen, bar, steps_left)
+        sums = _train_epoch(step_module, trainable, optimizer, scheduler, train_t, order, tcfg, epoch, gen, bar,
+                            steps_left)
         loss_sum, part_sums, seen = _all_reduce(*sums[:3])
         state.steps += sums[3]
         ev = validate(objective, val_t, tcfg.eval_batch_size)
-        schedule.after_epoch(ev["loss"])
+        if tcfg.schedule == "plateau":
+            scheduler.step(ev["loss"])
         improved = _after_epoch(state, ev, epoch, tcfg, optimizer.param_groups[0]["lr"])
         if improved:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state.history.append({
-            "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_parts": {k: v / seen for k, v in part_sums.items()},
+            "epoch": epoch + 1, "train_loss": loss_sum / seen,
+            "train_parts": {k: v / seen for k, v in part_sums.items()},
             "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"], "lr": lr,
             "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": sums[3],
             "world_size": world, "rank_samples": sums[2],      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
         if improved:
             writer("best.pt", state, epoch + 1)
-        writer("last.pt", state, epoch + 1, optimizer, schedule.scheduler)
+        writer("last.pt", state, epoch + 1, optimizer, scheduler)
         if progress and rank == 0:
             _report_epoch(state, improved)
     if best_state is not None:
@@ -432,6 +411,6 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
 def _report_epoch(state: _State, improved: bool) -> None:
     h = state.history[-1]
     stop = f"  (stop: {state.stop_reason})" if state.stop_reason in CONVERGED else ""
-    tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  "
-               f"val_cos {h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{stop}",
+    tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
+               f"{h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{stop}",
                file=sys.stderr)
