@@ -1,38 +1,13 @@
 """Next-concept-vector models: read 5 context vectors (B, 5, D), predict the next one (B, D).
 
-Every model returned by `build_model` is an `LVM`: a thin wrapper around a *core* network
-that maps (B, 5, in_dim) to a raw vector (B, D). The wrapper owns what all models share:
-
+Every model from `build_model` is an `LVM`: a wrapper around a *core* network (B, 5, in_dim) -> (B, D).
     model(ctx)         -> unit vectors (B, D)        (evaluation is on these)
     model.raw(ctx)     -> raw output (B, D)           (MSE is taken on this)
     model.raw_all(ctx) -> (B, 5, D), base_lcm only    (position i predicts the vector after ctx[i])
     model.config       -> dict; build_model(**model.config) rebuilds the same architecture
     model.fit(vectors) -> fits training statistics (global mean, robust scaler); no-op otherwise
-
-Options any model takes:
-    residual=True          P2: y_hat = normalize(u + alpha * delta), u = normalize(ctx[-1]),
-                           delta = the core's raw output, alpha = alpha_floor + softplus(rho)
-                           (init alpha_init = 0.5). The floor keeps alpha from collapsing to 0,
-                           i.e. to pure copying of ctx[-1] (SPEC defect 5). It cannot stop the
-                           core itself from shrinking delta: that is what the anti-copy loss is for.
-    positional_scale=s     P5: the channel linspace(0, 1, 5) * s is appended to every context
-                           vector (the core sees D+1 inputs; the output stays D).
-    head="flow"            a generative head (conditional flow matching, see FlowHead): the core's
-                           raw output (after the residual option, if any) becomes the CONDITION c,
-                           model.condition(ctx); model.raw(ctx) integrates the learned velocity from
-                           seeded noise to a sample (averaged over flow_samples draws), and the head
-                           is trained by model.flow_loss(ctx, y, generator) (the loss term `flow`).
-                           Options flow_hidden=512, flow_layers=3, flow_steps=10, flow_samples=1,
-                           flow_noise=1.0, flow_seed=0. Default head=None: the core's output is raw.
-    head="energy"          a generative head trained with the energy score (see EnergyHead, as in
-                           CALM, 2025): the core's output is the condition c and the head maps
-                           (c, noise) -> a sample; model.raw(ctx) is the mean of energy_samples seeded
-                           draws; trained by model.energy_loss(ctx, y, generator) (the loss term
-                           `energy`). Options energy_hidden=256, energy_layers=2, energy_noise_dim=64,
-                           energy_train_samples=4, energy_samples=8, energy_beta=1.0, energy_seed=0.
-
-Parameter counts at D=768 (no options), matching SPEC's table:
-    amn 1,510,912   lstm 5,120,768   gru 7,095,552   transformer 17,867,520   graphmert 67,352,832
+Wrapper options (residual, positional_scale, head="flow"|"energy" and their flow_*/energy_* options) are
+described in docs/architecture.md. Parameter counts at D=768 match SPEC's table (tests/model/test_models.py).
 """
 from __future__ import annotations
 
@@ -124,14 +99,19 @@ class GlobalMean(nn.Module):
 # Trained cores (SPEC table). Each maps (B, 5, in_dim) -> raw (B, out_dim).
 
 class AMN(nn.Module):
-    """Attention-mixture network: mean context b plus a learned correction.
+    """Attention-mixture network: a weighted context average b plus a learned correction.
 
     q = W_q b, k = W_k x (attn_dim), attn = softmax(q.k / sqrt(attn_dim)), wctx = attn @ x,
     raw = b + MLP([b | wctx]) with MLP 2D -> 512 -> GELU -> LN -> 256 -> GELU -> LN -> D.
-    All Linear layers have biases: 1,510,912 parameters at D=768.
+    b = sum_t w_t x_t with 5 learned weights starting at 1/5 (their sum is a learned output scale),
+    and the MLP's last layer starts at zero, so AMN starts *as* the linear average and can reach
+    the position-weighted baseline with 5 numbers; the original (baseline_start=False) fixed
+    b = mean and started its correction as noise of norm ~11 against b's ~0.8.
+    1,510,917 parameters at D=768 (SPEC: 1.51M).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, attn_dim: int = 256, hidden: int = 512, mid: int = 256):
+    def __init__(self, in_dim: int, out_dim: int, attn_dim: int = 256, hidden: int = 512, mid: int = 256,
+                 baseline_start: bool = True):
         super().__init__()
         self.out_dim = out_dim
         self.query = nn.Linear(in_dim, attn_dim)
@@ -141,13 +121,23 @@ class AMN(nn.Module):
             nn.Linear(hidden, mid), nn.GELU(), nn.LayerNorm(mid),
             nn.Linear(mid, out_dim),
         )
+        self.position_weights = nn.Parameter(torch.full((CONTEXT,), 1 / CONTEXT), requires_grad=baseline_start)
+        if baseline_start:
+            zero_output_layer(self.mlp)
 
     def forward(self, x):
-        b = x.mean(dim=1)                                               # (B, in)
+        b = torch.einsum("t,btd->bd", self.position_weights, x)         # (B, in)
         q, k = self.query(b), self.key(x)                               # (B, A), (B, 5, A)
         scores = torch.einsum("ba,bta->bt", q, k) / math.sqrt(q.shape[-1])
         wctx = torch.einsum("bt,btd->bd", scores.softmax(dim=-1), x)    # attention-weighted context
         return b[:, : self.out_dim] + self.mlp(torch.cat([b, wctx], dim=-1))
+
+
+def zero_output_layer(module: nn.Module) -> None:
+    """Zero the last Linear of a core's output layer, so a correction on top of a baseline starts at 0."""
+    last = module[-1] if isinstance(module, nn.Sequential) else module
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
 
 
 class LSTMCore(nn.Module):
@@ -191,13 +181,9 @@ def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
 
 
 class TransformerCore(nn.Module):
-    """Linear(D, 512) + sinusoidal PE; 4 causal decoder layers (8 heads, FF 2048, dropout 0.1);
-    last position -> Linear(512, 512) -> GELU -> LN -> Linear(512, D).
-
-    Reading of SPEC that gives its 17.9M: the layers are nn.TransformerDecoderLayer, i.e. causal
-    self-attention PLUS cross-attention to a memory, the memory being the projected input sequence
-    itself (also causally masked, so no position sees the future). Encoder-only layers would give
-    13.7M. The head's hidden layer has width d_model. Total 17,867,520 at D=768.
+    """Linear(D, 512) + sinusoidal PE; 4 causal decoder layers (8 heads, FF 2048, dropout 0.1); last position
+    -> Linear(512, 512) -> GELU -> LN -> Linear(512, D). SPEC's 17.9M needs nn.TransformerDecoderLayer: causal
+    self-attention plus cross-attention to the (causally masked) projected input itself; encoder layers give 13.7M.
     """
 
     def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
@@ -224,12 +210,8 @@ def decay_mask(n: int, decay: float = 0.6, window: int = 2) -> torch.Tensor:
 
 
 class GraphMERTCore(nn.Module):
-    """12 encoder layers (d=768, 8 heads, FF 2048), learned positions, distance-decay attention
-    mask, mean-pool -> Linear(d, d) -> GELU -> Linear(d, D).
-
-    The input is used as is when in_dim == d_model (as in the original, where both are 768) and
-    projected otherwise (reduced sizes, or a positional channel). 67,352,832 params at D=768.
-    """
+    """12 encoder layers (d=768, 8 heads, FF 2048), learned positions, distance-decay attention mask, mean-pool
+    -> Linear(d, d) -> GELU -> Linear(d, D); the input is projected only when in_dim != d_model."""
 
     def __init__(self, in_dim: int, out_dim: int, d_model: int = 768, layers: int = 12, heads: int = 8,
                  ff: int = 2048, dropout: float = 0.1, decay: float = 0.6, window: int = 2):
@@ -248,17 +230,10 @@ class GraphMERTCore(nn.Module):
 
 
 class BaseLCM(nn.Module):
-    """Base-LCM (Meta, "Large Concept Models") at small size: MSE next-embedding prediction at
-    every position of a causal decoder.
-
-    pre-net:  robust scaling (x - center) / spread, then Linear(in_dim, d_model)
-    decoder:  pre-LN causal Transformer, learned positions, final LayerNorm
-    post-net: Linear(d_model, D), then undo the scaling: out * spread + center
-
-    center/spread are per-dimension median and IQR/1.349 (a robust sigma) fitted on training
-    vectors by fit(); with scale=s they are fixed to 0 and s. Before fit() they are 0 and
-    1/sqrt(D) (the per-coordinate std of a random unit vector). Extra input columns (a
-    positional channel) pass through the scaler unchanged.
+    """Base-LCM (Meta, "Large Concept Models"): MSE next-embedding prediction at every position of a causal
+    pre-LN decoder, between a robust scaler (x - center) / spread + Linear (pre-net) and Linear, then unscaling
+    (post-net). center/spread: per-dimension median and IQR/1.349 from fit(); fixed to 0 and `scale` if given;
+    0 and 1/sqrt(D) before fit(). Extra input columns (a positional channel) pass the scaler unchanged.
     """
 
     def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
@@ -320,51 +295,55 @@ def time_embedding(t: torch.Tensor, dim: int = TIME_DIM) -> torch.Tensor:
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
+def check_ints(prefix: str, **values) -> None:
+    """Each option name=(value, lowest allowed or None): an int (not a bool), else a ModelError naming it."""
+    for key, (value, low) in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            raise ModelError(f"{prefix}{key} must be an int{f' >= {low}' if low is not None else ''}, got {value!r}")
+
+
+class ResidualMLP(nn.Module):
+    """Linear(hidden) -> SiLU, layers-1 blocks h += SiLU(Linear(LayerNorm(h))), LayerNorm -> Linear(out)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, out_dim: int):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU())
+                                    for _ in range(layers - 1))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+
+    def forward(self, x):
+        h = F.silu(self.inp(x))
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
 class FlowHead(nn.Module):
-    """Conditional flow matching from N(0, noise^2 I) to the target, given a condition c (B, D).
+    """Conditional flow matching from N(0, noise^2 I) to the target y * sqrt(D) (coordinates of std ~1), given c.
 
-    Coordinates: a unit vector in D dims has coordinates of std 1/sqrt(D), so the flow runs on
-    x1 = y * sqrt(D) (std ~1, like the source noise) and samples are divided by sqrt(D) again.
-    Training (rectified flow): x0 ~ N(0, noise^2 I), t ~ U(0, 1), x_t = (1 - t) x0 + t x1,
-    loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D.
-    Sampling: Euler steps of dx/dt = v from t = 0 to 1, from `samples` noise draws per row,
-    averaged. The noise comes from a generator seeded with `seed` on c's device, so a prediction
-    never depends on the global RNG (checkpoint probes rely on that). The draw a row gets depends
-    on its place in the batch: the same rows in the same batch layout get the same prediction.
-
-    Velocity net v(x, t, c): [x | LayerNorm(c) | time features] -> Linear(hidden) -> SiLU, then
-    layers-1 residual blocks h += SiLU(Linear(LayerNorm(h))), then LayerNorm -> Linear(D), plus a
-    learned linear skip from LayerNorm(c). Why the skip: without it the core only learns through
-    the MLP and joint training was much slower (synthetic rotation bank, small transformer core,
-    flow_hidden 64: val cosine 0.28 without vs 0.65 with it after 15 epochs). It is learned, not a fixed "c is the answer"
-    path, so c is not forced to be a point estimate of the target.
+    Training (rectified flow): x_t = (1 - t) x0 + t x1, loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D. Sampling:
+    Euler steps from `samples` seeded noise draws per row, averaged and divided by sqrt(D); the generator is
+    seeded, so a prediction is a function of weights and input (checkpoint probes rely on it). v has a learned
+    linear skip from LayerNorm(c): without it joint training was much slower (synthetic rotation bank: val cosine
+    0.28 without vs 0.65 with it after 15 epochs); learned, so c is not forced to be a point estimate.
     """
 
     def __init__(self, dim: int, hidden: int = 512, layers: int = 3, steps: int = 10, samples: int = 1,
                  noise: float = 1.0, seed: int = 0):
         super().__init__()
-        for key, value in (("flow_hidden", hidden), ("flow_layers", layers), ("flow_steps", steps),
-                           ("flow_samples", samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ModelError(f"{key} must be an int >= 1, got {value!r}")
+        check_ints("flow_", hidden=(hidden, 1), layers=(layers, 1), steps=(steps, 1), samples=(samples, 1),
+                   seed=(seed, None))
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
             raise ModelError(f"flow_noise must be a number > 0, got {noise!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ModelError(f"flow_seed must be an int, got {seed!r}")
         self.dim, self.steps, self.samples, self.noise, self.seed = dim, steps, samples, float(noise), seed
         self.cond_norm = nn.LayerNorm(dim)   # the core's output has whatever scale it likes
-        self.inp = nn.Linear(2 * dim + TIME_DIM, hidden)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU())
-                                    for _ in range(layers - 1))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+        self.mlp = ResidualMLP(2 * dim + TIME_DIM, hidden, layers, dim)
         self.skip = nn.Linear(dim, dim)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = self.cond_norm(c)
-        h = F.silu(self.inp(torch.cat([x, c, time_embedding(t).to(x.dtype)], dim=-1)))
-        for block in self.blocks:
-            h = h + block(h)
-        return self.out(h) + self.skip(c)
+        return self.mlp(torch.cat([x, c, time_embedding(t).to(x.dtype)], dim=-1)) + self.skip(c)
 
     def loss(self, c: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Flow-matching loss; the noise and times come from `generator` (global RNG if None)."""
@@ -400,52 +379,30 @@ ENERGY_DEFAULTS = {"energy_hidden": 256, "energy_layers": 2, "energy_noise_dim":
 
 
 class EnergyHead(nn.Module):
-    """A sampler g(c, eps) -> x trained with the energy score, as in "Continuous Autoregressive
-    Language Models" (CALM, 2025): for m >= 2 samples x_1..x_m of one row and its target y,
+    """A sampler x = c + MLP([LayerNorm(c) | eps]) / sqrt(D) trained with the energy score (CALM, 2025):
 
-        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta,
+        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta
 
-    an unbiased estimate of E||X - y||^beta - 1/2 E||X - X'||^beta, which is minimised in
-    expectation exactly when the samples follow the true conditional distribution of y (a strictly
-    proper scoring rule for 0 < beta < 2; beta = 1 here). Distances are in target units.
-
-    Sampler: x = c + MLP([LayerNorm(c) | eps]) / sqrt(D), eps ~ N(0, I_noise_dim); the MLP is
-    Linear(hidden) -> SiLU, layers-1 residual blocks h += SiLU(Linear(LayerNorm(h))), LayerNorm ->
-    Linear(D). c (the core's raw output) is the samples' location, so the core learns directly, as
-    an MSE core does; the MLP shapes the spread around it. (Scaled by 1/sqrt(D) because a unit
-    vector's coordinates have std 1/sqrt(D).)
-
-    Prediction: the mean of `samples` draws per row, the noise from a generator seeded with `seed`
-    on c's device (a prediction is a function of weights and input; checkpoint probes rely on it).
-    As with FlowHead, a row's draw depends on its place in the batch.
+    over m >= 2 draws per row: strictly proper for 0 < beta < 2, so minimised when the draws follow the true
+    conditional distribution of y. c is the draws' location, so the core learns directly; the MLP shapes the
+    spread. A prediction is the mean of `samples` draws from a seeded generator (as FlowHead's).
     """
 
     def __init__(self, dim: int, hidden: int = 256, layers: int = 2, noise_dim: int = 64, train_samples: int = 4,
                  samples: int = 8, beta: float = 1.0, seed: int = 0):
         super().__init__()
-        for key, value, low in (("energy_hidden", hidden, 1), ("energy_layers", layers, 1),
-                                ("energy_noise_dim", noise_dim, 1), ("energy_train_samples", train_samples, 2),
-                                ("energy_samples", samples, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ModelError(f"{key} must be an int >= {low}, got {value!r}")
+        check_ints("energy_", hidden=(hidden, 1), layers=(layers, 1), noise_dim=(noise_dim, 1),
+                   train_samples=(train_samples, 2), samples=(samples, 1), seed=(seed, None))
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < 2:
             raise ModelError(f"energy_beta must be a number in (0, 2) (a proper scoring rule), got {beta!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ModelError(f"energy_seed must be an int, got {seed!r}")
         self.dim, self.noise_dim, self.train_samples = dim, noise_dim, train_samples
         self.samples, self.beta, self.seed = samples, float(beta), seed
         self.cond_norm = nn.LayerNorm(dim)
-        self.inp = nn.Linear(dim + noise_dim, hidden)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU())
-                                    for _ in range(layers - 1))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+        self.mlp = ResidualMLP(dim + noise_dim, hidden, layers, dim)
 
     def draw(self, c: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(N, D) samples for conditions c (N, D) and noise (N, noise_dim)."""
-        h = F.silu(self.inp(torch.cat([self.cond_norm(c), noise], dim=-1)))
-        for block in self.blocks:
-            h = h + block(h)
-        return c + self.out(h) / math.sqrt(self.dim)
+        return c + self.mlp(torch.cat([self.cond_norm(c), noise], dim=-1)) / math.sqrt(self.dim)
 
     def draws(self, c: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, n, D): n samples per row, the noise from `generator` (global RNG if None)."""
@@ -501,6 +458,9 @@ class LVM(nn.Module):
             if not (0 <= alpha_floor < alpha_init):
                 raise ModelError(f"residual needs 0 <= alpha_floor < alpha_init, got {alpha_floor}, {alpha_init}")
             self.alpha_floor = alpha_floor
+            # the correction starts at zero, so a residual model starts as copy-last, not as noise
+            for output in [getattr(core, n) for n in ("head", "post_net", "mlp") if hasattr(core, n)][:1]:
+                zero_output_layer(output)
             # alpha = floor + softplus(rho); rho chosen so alpha starts at alpha_init
             self.alpha_rho = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init - alpha_floor))))
 
@@ -518,7 +478,8 @@ class LVM(nn.Module):
 
     def _input(self, ctx: torch.Tensor) -> torch.Tensor:
         if ctx.ndim != 3 or ctx.shape[1] != CONTEXT or ctx.shape[2] != self.dim:
-            raise ModelError(f"{self.name}: expected context of shape (B, {CONTEXT}, {self.dim}), got {tuple(ctx.shape)}")
+            raise ModelError(f"{self.name}: expected context of shape (B, {CONTEXT}, {self.dim}), "
+                             f"got {tuple(ctx.shape)}")
         if self.positional_scale is None:
             return ctx
         return torch.cat([ctx, self.position_channel.to(ctx.dtype).expand(ctx.shape[0], -1, -1)], dim=-1)

@@ -93,6 +93,9 @@ def test_residual_wrapper_formula_and_alpha_floor():
     model = small("lstm", residual=True, alpha_floor=0.1)
     assert model.alpha.item() == pytest.approx(0.5, abs=1e-6)        # init 0.5
     ctx = unit(3, CONTEXT, D)
+    assert torch.allclose(model(ctx), ctx[:, -1], atol=1e-6)          # the correction starts at zero
+    with torch.no_grad():
+        torch.nn.init.normal_(model.core.head.weight)                 # as after some training
     delta = model.core(ctx)
     expected = F.normalize(F.normalize(ctx[:, -1], dim=-1) + 0.5 * delta, dim=-1)
     assert torch.allclose(model(ctx), expected, atol=1e-6)
@@ -241,3 +244,14 @@ def test_flow_head_on_base_lcm_predicts_last_position_only():
     assert not model.predicts_every_position
     with pytest.raises(ModelError, match="raw_all"):
         model.raw_all(unit(2, CONTEXT, D))
+
+
+def test_amn_starts_as_the_linear_average_and_learns_position_weights():
+    model = small("amn")
+    ctx = unit(4, CONTEXT, D)
+    assert torch.allclose(model(ctx), F.normalize(ctx.mean(1), dim=-1), atol=1e-6)
+    model.raw(ctx).sum().backward()
+    assert model.core.position_weights.grad is not None and model.core.mlp[-1].weight.grad.abs().sum() > 0
+    original = small("amn", baseline_start=False)                       # the SPEC's: correction starts as noise
+    assert not torch.allclose(original(ctx), F.normalize(ctx.mean(1), dim=-1), atol=1e-2)
+    assert count_parameters(original) == count_parameters(model) - CONTEXT

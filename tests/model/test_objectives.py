@@ -123,7 +123,7 @@ def test_energy_checkpoint_reloads_and_verifies(rotation, trained_energy, tmp_pa
     with torch.no_grad():
         assert torch.allclose(model(ctx), trained_energy.model.eval()(ctx), atol=1e-6)
     payload = torch.load(trained_energy.checkpoint, weights_only=True)
-    payload["state_dict"]["energy.out.1.weight"] += 1e-2                     # the head is probed too
+    payload["state_dict"]["energy.mlp.out.1.weight"] += 1e-2                     # the head is probed too
     torch.save(payload, tmp_path / "altered.pt")
     with pytest.raises(CheckpointError, match="probe outputs differ"):
         load_checkpoint(tmp_path / "altered.pt")
