@@ -179,13 +179,16 @@ def more_data(curve: pd.DataFrame, x: str = "train_sequences", metric: str = "va
 def equal_steps(converged: pd.DataFrame, fixed: pd.DataFrame, x: str = "train_sequences",
                 metric: str = "val_cos") -> str:
     """The data-size effect with and without the step confound: smallest → largest size, per model,
-    trained to convergence vs for an equal number of optimizer steps."""
+    trained to convergence vs for an equal number of optimizer steps, over the sizes both arms trained."""
     parts = []
     for model, group in fixed.groupby("model", sort=False):
         conv = converged[converged.model == model]
         if len(group) < 2 or len(conv) < 2:
             continue
-        g, c = group.sort_values(x), conv.sort_values(x)
+        common = set(group[x]) & set(conv[x])       # the same two sizes in both arms
+        g, c = (df[df[x].isin(common)].sort_values(x) for df in (group, conv))
+        if len(common) < 2:
+            continue
         parts.append(f"{model} {g[metric].iloc[-1] - g[metric].iloc[0]:+.3f} at {int(g.optimizer_steps.iloc[0]):,} "
                      f"steps each vs {c[metric].iloc[-1] - c[metric].iloc[0]:+.3f} when trained to convergence")
     if not parts:

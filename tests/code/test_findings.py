@@ -101,6 +101,9 @@ def test_more_data_says_rising_or_levelled():
     fixed = curve_frame().assign(val_cos=lambda d: d.val_cos - 0.1 * (d.train_sequences > 1000))
     text = findings.equal_steps(curve_frame(), fixed)
     assert "AMN +0.000 at 100 steps each vs +0.100 when trained to convergence" in text
+    # an equal-steps arm that skipped the smallest size is compared over the sizes both arms have
+    text = findings.equal_steps(curve_frame(), fixed[fixed.train_sequences > 1000])
+    assert "AMN +0.040 at 100 steps each vs +0.040 when trained to convergence" in text
 
 
 def test_collapse_margins_gates_and_versus():
