@@ -1,21 +1,7 @@
-"""The seed reports' own numbers ("theirs"), transcribed as written into ``seeds.json`` beside this file.
+"""The seed reports' own numbers ("theirs"), transcribed as printed into ``seeds.json`` beside this file.
 
-Every table is a plain dict ``{"name", "source", "label", "rows": [...]}`` (and sometimes a ``note``
-on the transcription); a row may carry its own ``"source"`` when it comes from another file.
-``source`` is relative to the shared folder (``seeds/NNN_<hash>.txt`` or ``SPEC.md``). Rules of the
-transcription:
-
-- numbers are copied as printed, including units: ``*_pct`` columns are percentages
-  (3.2 means 3.2 %), ``params_m`` is millions of parameters, ``size_k`` is the report's
-  "NNNk" dataset name;
-- "?" in a report is ``null`` (None); nothing is filled in, derived or corrected (where two
-  reports disagree, both are kept, each with its source);
-- ``tests/code/test_seeds.py`` re-reads the source files and checks that every number and
-  text cell here appears in its source.
-
-``rows(name)`` returns a table's rows; ``frame(name)`` a pandas DataFrame with a ``source`` column
-and ``df.attrs["source"]``/``df.attrs["label"]``; ``scaling_long(name)`` a scaling table in long form.
-"""
+A table is ``{"name", "source", "label", "rows"}``; a row may name its own ``source`` (relative to the shared
+folder; `docs/...` sources quote peer numbers not in the shared folder). Rules: docs/architecture.md."""
 from __future__ import annotations
 
 import copy
@@ -24,7 +10,8 @@ from importlib import resources
 from typing import Any
 
 _DATA = json.loads(resources.files(__package__).joinpath("seeds.json").read_text(encoding="utf-8"))
-S000, S001, S002, S003, S004, SPEC = (_DATA["sources"][k] for k in ("S000", "S001", "S002", "S003", "S004", "SPEC"))
+S000, S001, S002, S003, S004, SPEC, PEERS = (_DATA["sources"][k]
+                                             for k in ("S000", "S001", "S002", "S003", "S004", "SPEC", "PEERS"))
 TABLES: dict[str, dict[str, Any]] = {t["name"]: t for t in _DATA["tables"]}
 
 
@@ -51,10 +38,7 @@ def frame(name: str):
 
 
 def scaling_long(name: str = "seed000_fair_232k_340k_367k"):
-    """A ``val_cos_<N>k`` wide table reshaped to long form: model, size_k, val_cos, source.
-
-    For line plots of cosine vs training-set size (seed 000, 001 or 002 scaling tables).
-    """
+    """A ``val_cos_<N>k`` wide scaling table in long form (model, size_k, val_cos, source)."""
     out = [{"model": r["model"], "size_k": int(key[len("val_cos_"):-1]), "val_cos": value, "source": r["source"]}
            for r in rows(name) for key, value in r.items() if key.startswith("val_cos_") and key.endswith("k")]
     if not out:
