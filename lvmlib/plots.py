@@ -21,7 +21,6 @@ PALETTE: dict[str, Any] = {  # models: seaborn "colorblind"; losses: Paul Tol "m
     "P4 rollout": "#56b4e9", "P5 curriculum": "#6a3d9a",  # then the oracle and baselines: black, distinct greys
     "oracle (ŷ = y)": "#000000", "nearest training context": "#262626", "Linear Average": "#404040",
     "residual ridge": "#595959", "position-weighted avg": "#737373", "copy-last": "#8c8c8c", "global mean": "#a6a6a6"}
-_BOX = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1}  # a reference's label, over data
 _BY_LOWER = {k.lower(): v for k, v in PALETTE.items()}
 # other names: a colour-blind-safe colour (no grey, no pale yellow) from a CRC of the name (stable, unlike hash())
 _SAFE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#56b4e9", "#332288",
@@ -38,14 +37,23 @@ def theirs_title(seed: Any, file: Any) -> str:
     return f"Theirs (seed report {seed}, {file})"
 
 
+def table_number(v: float) -> str:
+    """A table cell: whole numbers with thousands separators, others to 3 decimals (4 below 0.01), never 1e-3."""
+    if not np.isfinite(v):
+        return str(v)
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:.3f}" if abs(v) >= 0.01 else f"{v:.4f}"
+
+
 def set_theme() -> None:
     """The project's look (whitegrid, colour-blind palette, readable sizes); in a Jupyter kernel also the inline
     backend: under MPLBACKEND=Agg (set by `make`) a returned Figure would show only as "<Figure size ...>"."""
     import seaborn as sns
 
-    # tables are shown whole (the report scrolls a wide one), numbers to 3 decimals
+    # tables are shown whole (the report scrolls a wide one), numbers without scientific notation
     pd.set_option("display.max_columns", None, "display.max_rows", 500, "display.width", None,
-                  "display.max_colwidth", 200, "display.precision", 3)
+                  "display.max_colwidth", 200, "display.float_format", table_number)
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11,
                                 "figure.titlesize": 12})
@@ -101,20 +109,21 @@ def _ci(ax, xs, d, y: str, color, band: bool = False) -> None:
                     fmt="none", ecolor=color, elinewidth=1, capsize=3, label="_ci")
 
 
+REF_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))   # reference lines, told apart by dash as well as grey
+
+
 def _refs(ax, refs, x: str | None = None, y: str | None = None) -> None:
-    """{label: value or frame with x, y} as labelled dashed lines; a value far outside the data is only written
-    at the panel's edge, keeping the data's scale."""
+    """{label: value or frame with x, y} as dashed lines named in the legend (labels beside the lines overlapped
+    when baselines lie close); a value far outside the data is only written at the panel's edge."""
     lo, hi = ax.get_ylim()
-    for label, ref in (refs or {}).items():
+    for i, (label, ref) in enumerate((refs or {}).items()):
         c = colour(label) if str(label).lower() in _BY_LOWER else "0.35"
+        style = dict(ls=REF_STYLES[i % len(REF_STYLES)], lw=1.3, color=c)
         if not np.isscalar(ref):
             d = pd.DataFrame(ref).sort_values(x)
-            ax.plot(d[x], d[y], ls="--", lw=1.2, color=c, label="_ref")
-            ax.text(d[x].iloc[-1], d[y].iloc[-1], label, ha="right", va="bottom", fontsize=8, color=c, bbox=_BOX)
+            ax.plot(d[x], d[y], label=str(label), **style)
         elif lo - (hi - lo) <= float(ref) <= hi + (hi - lo):
-            ax.axhline(float(ref), ls="--", lw=1.1, color=c, label="_ref")
-            ax.text(0.99, float(ref), f"{label} = {float(ref):.4g}", transform=ax.get_yaxis_transform(),
-                    ha="right", va="bottom", fontsize=8, color=c, bbox=_BOX)
+            ax.axhline(float(ref), label=f"{label} = {float(ref):.4g}", **style)
         else:
             up = float(ref) > hi
             ax.text(0.99, 0.98 if up else 0.02, f"{'↑' if up else '↓'} {label} = {float(ref):.4g} (off scale)",
@@ -169,9 +178,9 @@ def bars(frame, *, x: str, y: str, hue: str | None = None, refs: Mapping[str, fl
 def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Mapping[str, Any] | None = None,
           logx: bool = False, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
           max_lines: int = 6, theirs=None, theirs_seed=None, theirs_file=None, theirs_x: str | None = None,
-          theirs_y: str | None = None, theirs_hue: str | None = None) -> Figure:
+          theirs_y: str | None = None, theirs_hue: str | None = None, theirs_xlabel: str | None = None) -> Figure:
     """One line per ``hue`` value with CIs, split into panels by ``facet`` or beyond ``max_lines``; ``refs`` as
-    labelled dashed lines; ``theirs`` in a panel of its own."""
+    dashed lines named in the legend; ``theirs`` in a panel of its own (x label: theirs_xlabel, else ours)."""
     df, _ = _frame(frame, (x, y, hue, facet), y, "lines")
     if facet is not None:
         groups = [(f"{facet} = {v}", df[df[facet] == v]) for v in dict.fromkeys(df[facet])]
@@ -185,7 +194,8 @@ def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Ma
     panels = [(": ".join(filter(None, (ours, t))), d, x, y, hue, True, xlabel or x) for t, d in groups]
     if theirs is not None:
         tx = theirs_x or x
-        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, tx, theirs_y or y, theirs_hue or hue, xlabel or tx))
+        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, tx, theirs_y or y, theirs_hue or hue,
+                                 theirs_xlabel or xlabel or tx))
     fig, axes = _grid(len(panels), ncols=3, w=4.2, h=3.4)
     for ax, (ptitle, d, px, py, ph, ci, pxlabel) in zip(axes, panels):
         for h, g in d.groupby(d[ph].astype(str), sort=False):

@@ -69,9 +69,11 @@ def test_bars_ci_refs_and_theirs_panel():
     assert not _errorbars(left)  # their quoted numbers have no CIs
     assert len(right.patches) == 6  # the references are not bars
     assert sum(len(c.lines[2][0].get_segments()) for c in _errorbars(right)) == 5  # one CI is NaN: no bar
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     for label, value in (("Linear Average", 0.5462), ("copy-last", 0.49)):
-        assert any(t.startswith(label) and f"{value:.4g}" in t for t in _texts(right))
-        assert any(ln.get_linestyle() == "--" and np.allclose(ln.get_ydata(), value) for ln in right.lines)
+        assert any(t.startswith(label) and f"{value:.4g}" in t for t in legend)
+        assert any(ln.get_linestyle() != "-" and np.allclose(ln.get_ydata(), value) for ln in right.lines)
+    assert len({ln.get_linestyle() for ln in right.lines} - {"None", "-"}) == 2   # two references, two dashes
     assert fig.legends and not right.get_legend()  # one legend, outside the panels
     fig.savefig(io.BytesIO(), format="png")
 
@@ -125,11 +127,20 @@ def test_lines_refs_band_and_theirs():
     assert "seed report 000" in left.get_title() and "seeds/000_y.txt" in left.get_title()
     assert right.get_title() == "Ours (measured in this run)"
     assert right.collections and not _errorbars(right)  # 20 points: a CI band
-    assert "residual ridge" in _texts(right) and any(t.startswith("oracle (ŷ = y) = 0.32") for t in _texts(right))
-    assert not _texts(left)  # refs belong to our panel only
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]     # close references: named in the legend
+    assert "residual ridge" in legend and any(t.startswith("oracle (ŷ = y) = 0.32") for t in legend)
+    assert len(right.get_lines()) > len(left.get_lines())           # refs belong to our panel only
     fig = plots.lines(_curves(2), x="size", y="val_cos", hue="model", refs={"oracle (ŷ = y)": 1.0})
     assert any("off scale" in t for t in _texts(fig.axes[0]))  # the scale stays the data's
     assert fig.axes[0].get_ylim()[1] < 0.9
+
+
+def test_table_numbers_never_scientific():
+    assert [plots.table_number(v) for v in (822405.0, 301.0, 5.667, -0.2052, 0.0015, 4.831e-04, -2.0)] == [
+        "822,405", "301", "5.667", "-0.205", "0.0015", "0.0005", "-2"]
+    plots.set_theme()
+    html = pd.DataFrame({"params": [822405.0], "val_r1": [1.5e-3]}).to_html()
+    assert "822,405" in html and "0.0015" in html and "e-0" not in html
 
 
 def test_training_curves_panels_and_best_epoch():
