@@ -169,7 +169,7 @@ def bars(frame, *, x: str, y: str, hue: str | None = None, refs: Mapping[str, fl
             if ci:
                 _ci(ax, xs, g, py, "0.15")
         ax.set_xticks(range(len(cats)), [textwrap.fill(c, 14) for c in cats], fontsize=8)
-        ax.set_title(ptitle)
+        ax.set_title(textwrap.fill(ptitle, 40))   # two long panel titles side by side must not overlap
         ax.set_xlabel(note, fontsize=8, color="0.4")
     _refs(axes[-1], refs)
     return _finish(fig, axes, title, ylabel or y)

@@ -147,8 +147,10 @@ def reproducing_spec(bank: Bank, spec: RunSpec, out) -> RunSpec:
 
 
 def cache_key(bank: Bank, spec: RunSpec) -> str:
-    """Runs that must give the same weights share a key: the spec minus naming, and the bank."""
+    """Runs that must give the same weights share a key: the spec minus naming, and the bank's fingerprint (not
+    its path: a moved or re-cloned repository keeps its cache)."""
     what = {k: v for k, v in spec.to_dict().items() if k not in ("label", "tags", "out", "eval")}
+    what["data"] = {k: v for k, v in what["data"].items() if k != "bank"}
     blob = json.dumps([CACHE_VERSION, bank.manifest.get("fingerprint"), what], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -63,7 +63,7 @@ def test_bars_ci_refs_and_theirs_panel():
                      theirs=theirs, theirs_seed="003", theirs_file="seeds/003_x.txt", title="Loss comparison")
     assert isinstance(fig, Figure)
     left, right = fig.axes
-    assert left.get_title() == "Theirs (seed report 003, seeds/003_x.txt)"
+    assert left.get_title().replace("\n", " ") == "Theirs (seed report 003, seeds/003_x.txt)"   # wrapped to fit
     assert right.get_title() == "Ours (measured in this run)"
     assert len(left.patches) == 3 and "GRU" in left.get_xlabel()  # "?" is not drawn, but named
     assert not _errorbars(left)  # their quoted numbers have no CIs

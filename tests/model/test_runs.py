@@ -67,6 +67,9 @@ def test_the_cache_reuses_a_finished_run(bank, tmp_path):
     other = runs.run_specs(bank, [spec_for(bank, seed=4)], cache=tmp_path, log=None)
     assert not other.rows[0]["cached"]
     assert len(list(tmp_path.iterdir())) == 2
+    # the same bank reached by another path (a moved clone) keeps the key; another bank does not
+    moved = runs.cache_key(bank, spec_for(bank, data={"bank": "/elsewhere/bank-default"}))
+    assert moved == runs.cache_key(bank, spec_for(bank))
 
 
 def test_baselines_oracle_and_predictors_on_the_same_rows(bank):
