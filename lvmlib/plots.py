@@ -168,7 +168,10 @@ def bars(frame, *, x: str, y: str, hue: str | None = None, refs: Mapping[str, fl
             ax.bar(xs, g[py].to_numpy(float), w * 0.95, color=cols, label=h or "_bars")
             if ci:
                 _ci(ax, xs, g, py, "0.15")
-        ax.set_xticks(range(len(cats)), [textwrap.fill(c, 14) for c in cats], fontsize=8)
+        if len(cats) > 5:     # many names in one panel: slanted, so neighbours do not overprint
+            ax.set_xticks(range(len(cats)), cats, fontsize=8, rotation=35, ha="right", rotation_mode="anchor")
+        else:
+            ax.set_xticks(range(len(cats)), [textwrap.fill(c, 14) for c in cats], fontsize=8)
         ax.set_title(textwrap.fill(ptitle, 40))   # two long panel titles side by side must not overlap
         ax.set_xlabel(note, fontsize=8, color="0.4")
     _refs(axes[-1], refs)

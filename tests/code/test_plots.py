@@ -78,6 +78,14 @@ def test_bars_ci_refs_and_theirs_panel():
     fig.savefig(io.BytesIO(), format="png")
 
 
+def test_bars_slant_many_names():
+    many = pd.DataFrame({"variant": [f"P{i} variant" for i in range(8)], "margin": np.linspace(-0.5, 0, 8)})
+    ax = plots.bars(many, x="variant", y="margin").axes[0]
+    assert all(t.get_rotation() == 35 for t in ax.get_xticklabels())
+    few = plots.bars(many.head(3), x="variant", y="margin").axes[0]
+    assert all(t.get_rotation() == 0 for t in few.get_xticklabels())
+
+
 def test_bars_asymmetric_error_bars_and_no_hue():
     df = pd.DataFrame({"model": ["AMN", "a rather long configuration name"], "r1": [0.4, 0.6],
                        "r1_low": [0.3, 0.55], "r1_high": [0.45, 0.9]})
