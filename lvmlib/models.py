@@ -459,7 +459,8 @@ class LVM(nn.Module):
                 raise ModelError(f"residual needs 0 <= alpha_floor < alpha_init, got {alpha_floor}, {alpha_init}")
             self.alpha_floor = alpha_floor
             # the correction starts at zero, so a residual model starts as copy-last, not as noise
-            for output in [getattr(core, n) for n in ("head", "post_net", "mlp") if hasattr(core, n)][:1]:
+            output = next((getattr(core, n) for n in ("head", "post_net", "mlp") if hasattr(core, n)), None)
+            if output is not None:      # the parameter-free baselines have no output layer
                 zero_output_layer(output)
             # alpha = floor + softplus(rho); rho chosen so alpha starts at alpha_init
             self.alpha_rho = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init - alpha_floor))))
