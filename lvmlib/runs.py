@@ -1,13 +1,7 @@
-"""Run a list of run specs the way every experiment notebook does:
-train -> reload and verify the best checkpoint -> evaluate on VAL and OOD -> one table row.
-
-    results = run_specs(bank, specs)          # Results(rows, evals, fits)
-    baselines = baseline_rows(bank, train_concepts, eval_spec)
-
-Rows hold only numbers measured in this call; the baselines are fitted on the same training
-subset and scored on the same rows as the models. A cache folder (keyed by the run spec and the
-bank fingerprint) lets two notebooks that need the same run share one training.
-"""
+"""Run specs the way every experiment notebook does: train -> reload and verify the best checkpoint -> evaluate
+on VAL and OOD -> one row of numbers measured in this call; baselines are fitted on the same training subset
+and scored on the same rows. A cache folder (keyed by the run spec and the bank fingerprint) lets two notebooks
+that need the same run share one training."""
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +26,17 @@ DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transform
            "residual_ridge": "residual ridge"}
 RELOAD_TOLERANCE = 1e-5
 CACHE_VERSION = 2     # bump when training changes what a spec produces (2: baseline-start inits)
+_KEPT = ("history", "best_epoch", "best_val_loss", "best_val_cosine", "epochs_run", "stop_reason", "optimizer_steps",
+         "seconds", "device")    # what result.json keeps of a FitResult (the model is best.pt)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters(), torch.zeros(0)).device
 
 
 def as_predict(predict):
-    """A predict function (numpy contexts -> unit vectors) from a torch model (on the device it
-    lives on) or a function, which is returned as it is."""
-    if hasattr(predict, "state_dict"):
-        return evaluation.predictor(predict, device=str(next(predict.parameters(), torch.zeros(0)).device))
-    return predict
+    """A predict function (numpy contexts -> unit vectors) from a torch model (on its device) or a function."""
+    return evaluation.predictor(predict, device=str(_device(predict))) if hasattr(predict, "state_dict") else predict
 
 
 def evaluate_model(predict, bank: Bank, train_concepts=None, ev: EvalSpec = EvalSpec(), baselines=None) -> dict:
@@ -57,8 +54,7 @@ def evaluate_model(predict, bank: Bank, train_concepts=None, ev: EvalSpec = Eval
 
 def summarize(doc: dict) -> dict:
     """The headline numbers of one evaluation document, flat, for a table row."""
-    fc, mc = doc["five_cat"], doc["mean_cosine"]
-    ood = doc["ood_mean_cosine"]
+    fc, mc, ood = doc["five_cat"], doc["mean_cosine"], doc["ood_mean_cosine"]
     row = {"val_cos": mc["mean"], "val_cos_low": mc["ci_low"], "val_cos_high": mc["ci_high"], "rows": doc["rows"],
            "ca": doc["lcm"]["ca"], "par": doc["lcm"]["par_median"], "l2": doc["lcm"]["l2"],
            "ood_cos": ood["mean"], "ood_cos_low": ood["ci_low"], "ood_cos_high": ood["ci_high"],
@@ -100,11 +96,8 @@ def baseline_rows(bank: Bank, train_concepts=None, ev: EvalSpec = EvalSpec()) ->
 
 
 def oracle_row(bank: Bank, ev: EvalSpec = EvalSpec()) -> dict:
-    """The perfect predictor ŷ = y on the same rows: a reference for every metric.
-
-    It is the ceiling of cosine, R@k, MRR and CA, but not of the margin: its margin is 1 minus the
-    target's mean cosine with the nearest offset, and a prediction that also turns away from the
-    neighbouring concepts can score a larger one."""
+    """The perfect predictor ŷ = y on the same rows: the ceiling of cosine, R@k, MRR and CA, but not of the
+    margin (1 minus the target's mean cosine with the nearest offset; turning away from neighbours beats it)."""
     row = {"label": "oracle (ŷ = y)", "model": "oracle", "loss": "-", "params": 0}
     for split in ("val", "ood"):
         rows = evaluation.split_rows(bank, split, ev.rows, ev.seed)
@@ -117,21 +110,6 @@ def oracle_row(bank: Bank, ev: EvalSpec = EvalSpec()) -> dict:
                     f"{prefix}ca": lcm["ca"], f"{prefix}par": lcm["par_median"]})
     row["val_cos"] = row["val_c0"]
     return row
-
-
-def reload_verified(model, checkpoint: Path, bank: Bank, probe_rows: np.ndarray):
-    """Reload the best checkpoint (load_checkpoint re-runs its stored probe) and check that it
-    predicts what the trained model predicts on real rows. Returns (reloaded model, max |diff|);
-    a larger difference than RELOAD_TOLERANCE is an error: the reloaded model is what gets scored."""
-    reloaded, _ = load_checkpoint(checkpoint, expected_fingerprint=bank.manifest.get("fingerprint"))
-    device = next(model.parameters(), torch.zeros(0)).device
-    reloaded = reloaded.to(device).eval()
-    with torch.no_grad():
-        x = torch.as_tensor(probe_rows, device=device)
-        diff = float((model.eval()(x) - reloaded(x)).abs().max())
-    if not diff <= RELOAD_TOLERANCE:
-        raise RuntimeError(f"{checkpoint}: the reloaded model differs from the trained one by {diff:.2e}")
-    return reloaded, diff
 
 
 def portable_path(path) -> str:
@@ -165,44 +143,43 @@ class Results:
 
 def row_cosines(predict, bank: Bank, ev: EvalSpec = EvalSpec()) -> np.ndarray:
     """cos(ŷ, y) on each VAL row an evaluation scores (the same seeded rows for every predictor)."""
-    predict = as_predict(predict)
     rows = evaluation.split_rows(bank, "val", ev.rows, ev.seed)
-    return evaluation.row_cosine(evaluation.predict_all(predict, rows.contexts), rows.targets)
-
-
-def _train_or_reuse(bank, spec, out_dir: Path, train, val, progress, reuse: bool) -> tuple[FitResult, bool]:
-    """Fit (as `lvm train` does: weights seeded by the spec alone), or reuse a finished cached run."""
-    done = out_dir / "result.json"
-    seed_everything(spec.seed)
-    model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
-    if reuse and done.exists():
-        model, _ = load_checkpoint(out_dir / "best.pt", expected_fingerprint=bank.manifest.get("fingerprint"))
-        return FitResult(model=model, out_dir=out_dir, **json.loads(done.read_text())), True
-    result = fit(model, train, val, reproducing_spec(bank, spec, out_dir), bank=bank, out_dir=out_dir,
-                 progress=progress)
-    keep = {k: getattr(result, k) for k in ("history", "best_epoch", "best_val_loss", "best_val_cosine", "epochs_run",
-                                            "stop_reason", "optimizer_steps", "seconds", "device")}
-    files.write_json(done, files.to_jsonable(keep))
-    return result, False
+    return evaluation.row_cosine(evaluation.predict_all(as_predict(predict), rows.contexts), rows.targets)
 
 
 def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, progress=False,
                   reuse: bool = False) -> tuple[dict, dict, FitResult]:
-    """Train (or, with reuse, take a finished run from) out_dir, reload and verify its best checkpoint,
-    and evaluate it."""
+    """Train (as `lvm train` does: weights seeded by the spec alone) or, with reuse, take a finished run from
+    out_dir; reload and verify its best checkpoint (the reloaded model is what gets scored), and evaluate it."""
     train, val = sequences(bank, "train", spec.data.train_concepts), sequences(bank, "val")
-    result, cached = _train_or_reuse(bank, spec, out_dir, train, val, progress, reuse)
-    reloaded, reload_diff = (result.model, 0.0) if cached else reload_verified(result.model, result.checkpoint,
-                                                                               bank, val.context_batch(slice(0, 256)))
+    done, fingerprint = out_dir / "result.json", bank.manifest.get("fingerprint")
+    seed_everything(spec.seed)
+    model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
+    cached = reuse and done.exists()
+    if cached:
+        reloaded, _ = load_checkpoint(out_dir / "best.pt", expected_fingerprint=fingerprint)
+        result, reload_diff = FitResult(model=reloaded, out_dir=out_dir, **json.loads(done.read_text())), 0.0
+    else:
+        result = fit(model, train, val, reproducing_spec(bank, spec, out_dir), bank=bank, out_dir=out_dir,
+                     progress=progress)
+        files.write_json(done, files.to_jsonable({k: getattr(result, k) for k in _KEPT}))
+        reloaded, _ = load_checkpoint(result.checkpoint, expected_fingerprint=fingerprint)  # re-runs its probe
+        reloaded = reloaded.to(_device(result.model)).eval()
+        with torch.no_grad():       # and the trained and reloaded models must agree on real rows
+            x = torch.as_tensor(val.context_batch(slice(0, 256)), device=_device(result.model))
+            reload_diff = float((result.model.eval()(x) - reloaded(x)).abs().max())
+        if not reload_diff <= RELOAD_TOLERANCE:
+            raise RuntimeError(f"{result.checkpoint}: the reloaded model differs from the trained one by "
+                               f"{reload_diff:.2e}")
     doc = evaluate_model(reloaded, bank, spec.data.train_concepts, spec.eval, baselines)
-    batch = spec.train.batch_size
-    rows_seen = sum(h["train_rows"] for h in result.history)   # a curriculum trains on fewer rows per epoch
+    rows_seen = sum(h.get("train_rows", 0) for h in result.history)   # fewer with a curriculum; none: nothing to train
     row = {"label": spec.name, **spec.tags, "model": DISPLAY.get(spec.model.name, spec.model.name),
            "seed": spec.seed, "train_concepts": int(train_subset(bank, spec.data.train_concepts)[1].sum()),
            "train_sequences": len(train), "params": count_parameters(reloaded),
            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "converged": result.converged,
-           "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps, "batch_size": batch, "lr": spec.train.lr,
-           "train_rows_seen": rows_seen, "train_seconds": round(result.seconds, 1), "device": result.device, "cached": cached,
+           "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps,
+           "batch_size": spec.train.batch_size, "lr": spec.train.lr, "train_rows_seen": rows_seen,
+           "train_seconds": round(result.seconds, 1), "device": result.device, "cached": cached,
            "checkpoint_reload_max_diff": reload_diff, **summarize(doc)}
     return row, doc, result
 

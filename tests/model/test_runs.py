@@ -95,3 +95,12 @@ def test_seed_summary_over_expanded_specs(bank):
     summary = tables.seed_summary(res.rows, by="loss", metrics=["val_cos"])
     assert summary.loc[0, "seeds"] == 3 and summary.loc[0, "val_cos_low"] < summary.loc[0, "val_cos"]
     assert [r["seed"] for r in res.rows] == [0, 1, 2] and res.rows[0]["loss"] == "MSE"
+
+
+def test_a_parameter_free_model_runs_like_any_other(bank, tmp_path):
+    res = runs.run_specs(bank, [spec_for(bank, label="avg", model={"name": "linear_average"})], out_root=tmp_path,
+                         log=None)
+    row = res.rows[0]
+    assert row["params"] == 0 and row["train_rows_seen"] == 0 and row["optimizer_steps"] == 0
+    assert row["stop_reason"] == "no_parameters" and row["converged"] is True
+    assert row["val_cos"] == pytest.approx(res.evals["avg"]["mean_cosine"]["mean"])
