@@ -1,28 +1,23 @@
-"""The `lvm` command, every subcommand in one place.
-
-    lvm data build [options] | lvm data card [BANK]
-    lvm train --params FILE [--resume] [--quiet]
-    lvm eval --checkpoint FILE [--split val|ood] [--json OUT] [--max-rows N]
-    lvm report NOTEBOOK [--params FILE] [--outputs DIR] [--timeout S] | lvm report --index
-    lvm bench {data,models,eval,encode} [args...]
-
-Exit codes: lvmlib.errors.
-"""
+"""The `lvm` command: `lvm data build|card`, `train --params FILE`, `eval --checkpoint FILE`,
+`report NOTEBOOK | --index`, `bench NAME` (`lvm COMMAND -h` lists the options). Exit codes: lvmlib.errors."""
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
 
 from .errors import EXIT_INPUT, EXIT_INTERNAL, InputError
 
-BENCHMARKS = ("data", "models", "eval", "encode")
 
-
-def _build_options(b: argparse.ArgumentParser) -> None:
+def _parser() -> argparse.ArgumentParser:
     from .data import DEFAULT_BANK, DEFAULT_MAX_ARTICLES
     from .data.encode import DEFAULT_ENCODER, VARIANTS
+    p = argparse.ArgumentParser(prog="lvm", description="lvm-lab: next-concept-vector prediction.")
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="build or describe a concept bank").add_subparsers(dest="data_cmd", required=True)
+    b = p.build_parser = data.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
     b.add_argument("--corpus", help="JSON lines of articles, plain or .gz (default: $LVM_CORPUS or "
                                     "../shared/corpora/enwiki-2015-25k.jsonl.gz)")
     b.add_argument("--out", default=DEFAULT_BANK, help=f"bank folder (default {DEFAULT_BANK})")
@@ -40,17 +35,7 @@ def _build_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--force", action="store_true", help="replace an existing bank built with other settings")
     b.add_argument("--params", help="YAML mapping of any of these options (e.g. corpus: PATH, max_articles: 0); "
                                     "flags given on the command line win")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lvm", description="lvm-lab: next-concept-vector prediction.")
-    sub = p.add_subparsers(dest="command", required=True)
-    data = sub.add_parser("data", help="build or describe a concept bank")
-    data = data.add_subparsers(dest="data_cmd", required=True)
-    p.build_parser = data.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
-    _build_options(p.build_parser)
-    card = data.add_parser("card", help="print a bank's dataset card")
-    card.add_argument("bank", nargs="?", default="data/bank-default")
+    data.add_parser("card", help="print a bank's dataset card").add_argument("bank", nargs="?", default=DEFAULT_BANK)
     t = sub.add_parser("train", help="train one run spec (see lvmlib/config.py)")
     t.add_argument("--params", required=True, help="run spec YAML file")
     t.add_argument("--resume", action="store_true", help="continue from out/last.pt")
@@ -69,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", metavar="S", type=int, default=1800, help="per-cell timeout in seconds")
     r.add_argument("--index", action="store_true", help="only rebuild <outputs>/index.html")
     bench = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
-    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("name", choices=("data", "models", "eval", "encode"))
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
@@ -104,13 +89,12 @@ def _data(args, parser) -> int:
 
 def _with_file_options(args, parser):
     """`lvm data build --params FILE`: options from a YAML mapping, each checked with its flag's type;
-    flags given on the command line win."""
+    flags given on the command line win (the file's values become the defaults, then argv is parsed again)."""
     from .config import ConfigError, read_yaml
-    build = parser.build_parser
     values = read_yaml(args.params, what="build params")
     if not isinstance(values, dict):
         raise ConfigError(f"{args.params}: build params must be a mapping of option: value")
-    actions = {a.dest: a for a in build._actions if a.dest not in ("help", "params")}
+    actions = {a.dest: a for a in parser.build_parser._actions if a.dest not in ("help", "params")}
     options = {}
     for key, value in values.items():
         dest = str(key).replace("-", "_")
@@ -123,16 +107,14 @@ def _with_file_options(args, parser):
             options[dest] = kind(value) if kind is not None and value is not None else value
         except (TypeError, ValueError):
             raise ConfigError(f"{args.params}: {key}: {value!r} is not a valid {kind.__name__}") from None
-    build.set_defaults(**options)
-    return parser.parse_args(sys.argv[1:] if args._argv is None else args._argv)
+    parser.build_parser.set_defaults(**options)
+    return parser.parse_args(args.argv)
 
 
 def _train(args, parser) -> int:
-    import os
     from .config import read_run_spec
     from .training import train
-    spec = read_run_spec(args.params)
-    result = train(spec, resume=args.resume, progress=not args.quiet)
+    result = train(read_run_spec(args.params), resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:   # the process group is gone by now
         where = f"  checkpoint {result.checkpoint}" if result.checkpoint else ""
         print(f"best epoch {result.best_epoch}  val_loss {result.best_val_loss:.6f}  "
@@ -150,22 +132,20 @@ def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *
     from .evaluation import EvalError, evaluate, predictor
     from .training import fingerprint_of, load_checkpoint
     model, info = load_checkpoint(path, map_location="cpu")
-    data = (info.get("spec") or {}).get("data") or {}
+    data, fingerprint = (info.get("spec") or {}).get("data") or {}, fingerprint_of(info)
     if data.get("synthetic") is not None:
         bank = open_bank({"synthetic": data["synthetic"]})
     elif data.get("bank"):
-        bank_path = Path(data["bank"])
-        if not bank_path.is_absolute() and not bank_path.exists() and (Path(path).parent / bank_path).exists():
-            bank_path = Path(path).parent / bank_path
-        bank = open_bank({"bank": str(bank_path)})
+        beside = Path(path).parent / data["bank"]     # an absolute bank path stays itself
+        bank = open_bank(str(beside if not Path(data["bank"]).exists() and beside.exists() else data["bank"]))
     else:
         raise EvalError(f"{path}: the checkpoint's run spec names no bank (data.bank or data.synthetic)")
-    if bank.manifest.get("fingerprint") != fingerprint_of(info):
+    if bank.manifest.get("fingerprint") != fingerprint:
         raise EvalError(f"bank {bank.path or '(in memory)'} has fingerprint {bank.manifest.get('fingerprint')}, but "
-                        f"checkpoint {path} was trained on bank {fingerprint_of(info)}; refusing to evaluate on it")
+                        f"checkpoint {path} was trained on bank {fingerprint}; refusing to evaluate on it")
     result = evaluate(predictor(model, device=device), bank, split=split, max_rows=max_rows, seed=seed,
                       train_concepts=data.get("train_concepts"), n_boot=n_boot)
-    result["checkpoint"] = files.to_jsonable({"path": str(path), "bank_fingerprint": fingerprint_of(info),
+    result["checkpoint"] = files.to_jsonable({"path": str(path), "bank_fingerprint": fingerprint,
                                               "spec": info.get("spec")})
     return result
 
@@ -187,9 +167,9 @@ def _eval(args, parser) -> int:
 
 def _report(args, parser) -> int:
     from .report import ReportFailed, build_index, run_report
+    if args.index and (args.notebook or args.params):
+        parser.error("lvm report --index takes no notebook or --params")
     if args.index:
-        if args.notebook or args.params:
-            parser.error("lvm report --index takes no notebook or --params")
         print(build_index(args.outputs))
         return 0
     if not args.notebook:
@@ -218,7 +198,7 @@ COMMANDS = {"data": _data, "train": _train, "eval": _eval, "report": _report, "b
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)      # usage errors: argparse prints them and exits 2
-    args._argv = argv
+    args.argv = argv
     try:
         return COMMANDS[args.command](args, parser) or 0
     except InputError as e:
