@@ -1,12 +1,10 @@
 """The one run specification (`RunSpec`, validated once, here) and the one YAML reader in lvmlib.
-
-`lvm train --params FILE` reads one run spec; a notebook's params give a `base` spec plus `axes`
-(named variations, crossed) and `seeds`, which `expand` turns into run specs (docs/architecture.md).
-Every error names the file and the key path.
-"""
+A notebook's params give a `base` spec plus `axes` (named variations, crossed) and `seeds`, which `expand`
+turns into run specs (docs/architecture.md). Every error names the file and the key path."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import typing
@@ -27,11 +25,9 @@ def read_yaml(path, *, what: str = "params") -> Any:
     """The one YAML reader: safe_load, errors naming the file. An empty file reads as {}."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
-    try:
-        value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -102,9 +98,9 @@ class RunSpec:
 
 
 _KIND_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
-_POSITIVE = {"epochs", "batch_size", "eval_batch_size"}
-_NON_NEGATIVE = {"lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience", "early_stop_patience",
-                 "min_lr", "train_concepts", "rows", "max_steps"}
+_AT_LEAST = {**dict.fromkeys(("epochs", "batch_size", "eval_batch_size"), 1),
+             **dict.fromkeys(("lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience",
+                              "early_stop_patience", "min_lr", "train_concepts", "rows", "max_steps"), 0)}
 
 
 def _typed(value, kind, where: str):
@@ -118,9 +114,9 @@ def _typed(value, kind, where: str):
     ok = isinstance(value, (int, float) if kind is float else kind)
     if not ok or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, got {value!r}")
-    name = where.rsplit(".", 1)[-1]
-    if (name in _POSITIVE and value < 1) or (name in _NON_NEGATIVE and value < 0):
-        raise ConfigError(f"{where} must be {'>= 1' if name in _POSITIVE else '>= 0'}, got {value!r}")
+    least = _AT_LEAST.get(where.rsplit(".", 1)[-1])
+    if least is not None and value < least:
+        raise ConfigError(f"{where} must be >= {least}, got {value!r}")
     return float(value) if kind is float else value
 
 
@@ -130,7 +126,6 @@ def _section(cls, given, where: str):
         return given
     if not isinstance(given, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {given!r}")
-    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(given) - set(fields))
     if unknown:
@@ -138,6 +133,7 @@ def _section(cls, given, where: str):
     missing = [n for n, f in fields.items() if n not in given and f.default is f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"missing key {where}.{missing[0]}")
+    hints = typing.get_type_hints(cls)
     return cls(**{k: _typed(v, hints[k], f"{where}.{k}") for k, v in given.items()})
 
 
@@ -158,33 +154,32 @@ def run_spec(given, source: str = "params") -> RunSpec:
     return spec
 
 
+def _unknown(given, known, where: str, what: str = "") -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}{what}; expected some of {sorted(known)}")
+
+
 def _check(spec: RunSpec) -> None:
     """What a type does not say: one data source, a known schedule, a known model and its options."""
     from . import models
-    data, model = spec.data, spec.model
+    from .data import synthetic_bank
+    data, model, train = spec.data, spec.model, spec.train
     if (data.bank is None) == (data.synthetic is None):
         raise ConfigError("params.data needs exactly one of 'bank' (a path) or 'synthetic' (options)")
-    if data.synthetic is not None:
-        if data.train_concepts is not None:
-            raise ConfigError("params.data.train_concepts applies to a bank, not to synthetic data")
-        from .data import synthetic_bank
-        known = inspect.signature(synthetic_bank).parameters
-        unknown = sorted(set(data.synthetic) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown key params.data.synthetic.{unknown[0]}; expected some of {sorted(known)}")
-    if spec.train.schedule not in ("plateau", "cosine"):
-        raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {spec.train.schedule!r}")
-    if not 0 < spec.train.plateau_factor < 1:
-        raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {spec.train.plateau_factor}")
+    if data.synthetic is not None and data.train_concepts is not None:
+        raise ConfigError("params.data.train_concepts applies to a bank, not to synthetic data")
+    _unknown(data.synthetic or {}, inspect.signature(synthetic_bank).parameters, "params.data.synthetic")
+    if train.schedule not in ("plateau", "cosine"):
+        raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {train.schedule!r}")
+    if not 0 < train.plateau_factor < 1:
+        raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {train.plateau_factor}")
     if model.name not in models.CORES:
         raise ConfigError(f"params.model.name: unknown model {model.name!r}; expected one of {sorted(models.CORES)}")
     known = (set(inspect.signature(models.CORES[model.name]).parameters) - {"in_dim", "out_dim"}
              | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head"}
              | set(models.FLOW_DEFAULTS) | set(models.ENERGY_DEFAULTS))
-    unknown = sorted(set(model.options) - known)
-    if unknown:
-        raise ConfigError(f"unknown key params.model.options.{unknown[0]} for model {model.name!r}; "
-                          f"expected some of {sorted(known)}")
+    _unknown(model.options, known, "params.model.options", f" for model {model.name!r}")
 
 
 def eval_spec(base: Mapping, source: str = "params") -> EvalSpec:
@@ -214,14 +209,12 @@ def expand(base: Mapping, axes: Mapping[str, Mapping[str, Mapping]] | None = Non
     base}}), once per seed; labels join the variation labels (" · "), tags hold {axis: label, "seed": s}."""
     axes = dict(axes or {})
     seeds = list(seeds) if seeds is not None else [base.get("seed", 0)]
-    for axis, variations in axes.items():
-        if not isinstance(variations, Mapping) or not variations:
-            raise ConfigError(f"{source}: axes.{axis} must be a non-empty mapping of label: partial run spec")
+    bad = [axis for axis, variations in axes.items() if not isinstance(variations, Mapping) or not variations]
+    if bad:
+        raise ConfigError(f"{source}: axes.{bad[0]} must be a non-empty mapping of label: partial run spec")
     specs = []
     for combo in itertools.product(*(variations.items() for variations in axes.values())):
-        spec = dict(base)
-        for label, override in combo:
-            spec = merge(spec, override or {})
+        spec = functools.reduce(merge, (override or {} for _, override in combo), dict(base))
         labels = [label for label, _ in combo]
         for seed in seeds:
             label = " · ".join(labels + ([f"seed {seed}"] if len(seeds) > 1 else [])) or base.get("label")
