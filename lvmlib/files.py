@@ -37,7 +37,6 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, purpose: str, what: str = "folder"):
     """Hold `folder/.lock` (flock, so a dead holder's lock is free) for the block, or raise FolderInUse.
-
     The file stays (unlinking races with waiters) and names its holder; stale temp files are removed."""
     folder = check_writable(folder, what)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -98,12 +97,10 @@ def to_jsonable(obj, *, where: str = "value"):
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{where}: key {k!r} is not a string")
-            out[k] = to_jsonable(v, where=f"{where}.{k}")
-        return out
+        bad = [k for k in obj if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"{where}: key {bad[0]!r} is not a string")
+        return {k: to_jsonable(v, where=f"{where}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v, where=f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, os.PathLike):

@@ -17,11 +17,9 @@ TABLES: dict[str, dict[str, Any]] = {t["name"]: t for t in _DATA["tables"]}
 
 def rows(name: str) -> list[dict[str, Any]]:
     """A table's rows as fresh dicts, each with its ``source`` filled in."""
-    try:
-        table = TABLES[name]
-    except KeyError:
-        raise KeyError(f"no seed table {name!r}; known: {sorted(TABLES)}") from None
-    return [{**copy.deepcopy(r), "source": r.get("source", table["source"])} for r in table["rows"]]
+    if name not in TABLES:
+        raise KeyError(f"no seed table {name!r}; known: {sorted(TABLES)}")
+    return [{**copy.deepcopy(r), "source": r.get("source", TABLES[name]["source"])} for r in TABLES[name]["rows"]]
 
 
 def _framed(records: list[dict[str, Any]], name: str):
