@@ -16,7 +16,8 @@ def _parser() -> argparse.ArgumentParser:
     from .data.encode import DEFAULT_ENCODER, VARIANTS
     p = argparse.ArgumentParser(prog="lvm", description="lvm-lab: next-concept-vector prediction.")
     sub = p.add_subparsers(dest="command", required=True)
-    data = sub.add_parser("data", help="build or describe a concept bank").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="build or describe a concept bank")
+    data = data.add_subparsers(dest="data_cmd", required=True)
     b = p.build_parser = data.add_parser("build", help="corpus -> concepts -> vectors -> bank folder (resumable)")
     b.add_argument("--corpus", help="JSON lines of articles, plain or .gz (default: $LVM_CORPUS or "
                                     "../shared/corpora/enwiki-2015-25k.jsonl.gz)")

@@ -1,7 +1,6 @@
-"""Run specs the way every experiment notebook does: train -> reload and verify the best checkpoint -> evaluate
-on VAL and OOD -> one row of numbers measured in this call; baselines are fitted on the same training subset
-and scored on the same rows. A cache folder (keyed by the run spec and the bank fingerprint) lets two notebooks
-that need the same run share one training."""
+"""Run specs as every experiment notebook does: train -> reload and verify the best checkpoint -> evaluate on
+VAL and OOD -> one row of numbers measured in this call, beside baselines fitted on the same training subset and
+scored on the same rows. A cache (keyed by the run spec and the bank fingerprint) shares trainings."""
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +84,7 @@ def predictor_row(bank: Bank, label: str, predict, train_concepts=None, ev: Eval
 
 
 def baseline_rows(bank: Bank, train_concepts=None, ev: EvalSpec = EvalSpec()) -> Results:
-    """Every computed baseline (evaluation.fit_baselines: linear average, copy-last, global mean,
-    the learned position-weighted average, ridge on its residual), scored like any model."""
+    """Every computed baseline (evaluation.fit_baselines), scored like any model."""
     fitted, out = evaluation.fit_baselines(bank, train_concepts), Results()
     for name, predict in fitted.items():
         row, out.evals[DISPLAY[name]] = predictor_row(bank, DISPLAY[name], predict, train_concepts, ev, fitted)
@@ -113,8 +111,7 @@ def oracle_row(bank: Bank, ev: EvalSpec = EvalSpec()) -> dict:
 
 
 def portable_path(path) -> str:
-    """A path as committed outputs and saved specs write it: repo-relative inside the repository
-    (lvmlib.data.open_bank resolves it from anywhere), so they work on another clone."""
+    """A path as committed outputs and saved specs write it: repo-relative, so they work on another clone."""
     return files.portable(str(path))
 
 
@@ -185,9 +182,8 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
 
 
 def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, progress=False, log=print) -> Results:
-    """Every spec through run_spec_once. Checkpoints go to `cache`/<key>/ (reused across runs and
-    notebooks), else `out_root`/<label>/, else a temporary folder removed afterwards (the reload
-    check runs either way). The baselines are fitted once per training subset."""
+    """Every spec through run_spec_once, into `cache`/<key>/ (reused across notebooks), else `out_root`/<label>/,
+    else a temporary folder removed afterwards. The baselines are fitted once per training subset."""
     results, fitted = Results(), {}
     if cache is not None and not Path(cache).is_absolute():
         cache = files.REPO_ROOT / cache     # notebooks run in notebooks/; the cache is the repository's
