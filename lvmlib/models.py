@@ -398,7 +398,8 @@ class LVM(nn.Module):
         super().__init__()
         if flow is not None and energy is not None:
             raise ModelError("a model has one head: flow or energy, not both")
-        self.core, self.config, self.dim, self.flow, self.energy = core, config, dim, flow, energy
+        self.core, self.config, self.dim = core, config, dim
+        self.flow, self.energy = flow, energy
         self.head = "flow" if flow is not None else "energy" if energy is not None else None
         self.residual = residual
         self.positional_scale = positional_scale
@@ -438,7 +439,7 @@ class LVM(nn.Module):
 
     def _residual(self, out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """The core's output after the residual option: normalize(last) + alpha * out."""
-        return F.normalize(last, dim=-1) + self.alpha * out if self.residual else out
+        return (F.normalize(last, dim=-1) + self.alpha * out) if self.residual else out
 
     def condition(self, ctx: torch.Tensor) -> torch.Tensor:
         """The core's output (after the residual option): the raw prediction, or a generative head's condition."""
