@@ -449,20 +449,13 @@ class LVM(nn.Module):
         c = self.condition(ctx)
         return c if self.head is None else getattr(self, self.head).sample(c)
 
-    def flow_loss(self, ctx: torch.Tensor, target: torch.Tensor,
+    def head_loss(self, ctx: torch.Tensor, target: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching loss of the head given this context (one extra MLP pass; no sampling)."""
-        return self._head_loss("flow", ctx, target, generator)
-
-    def energy_loss(self, ctx: torch.Tensor, target: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Energy score of the head's samples given this context (energy_train_samples draws per row)."""
-        return self._head_loss("energy", ctx, target, generator)
-
-    def _head_loss(self, head: str, ctx: torch.Tensor, target: torch.Tensor, generator) -> torch.Tensor:
-        if self.head != head:
-            raise ModelError(f"{self.name} has no {head} head (build it with head='{head}')")
-        return getattr(self, head).loss(self.condition(ctx), target, generator)
+        """The generative head's loss given this context: flow matching (one extra MLP pass; no sampling) or the
+        energy score of energy_train_samples draws per row; the noise comes from `generator` (global RNG if None)."""
+        if self.head is None:
+            raise ModelError(f"{self.name} has no generative head (build it with head='flow' or head='energy')")
+        return getattr(self, self.head).loss(self.condition(ctx), target, generator)
 
     def raw_all(self, ctx: torch.Tensor) -> torch.Tensor:
         """(B, 5, D): position i predicts the vector after ctx[i] (models that predict every position)."""
