@@ -43,16 +43,15 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
         default = defaults[key]
         if isinstance(default, dict):
             value = _merge(default, value, path)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise LossConfigError(f"{path} must be true or false, got {value!r}")
         elif isinstance(default, list):
             if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int)
                                                            for v in value):
                 raise LossConfigError(f"{path} must be a list of ints, got {value!r}")
             value = [int(v) for v in value]
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LossConfigError(f"{path} must be a number, got {value!r}")
+        elif isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, (int, float)):
+            # a flag takes true or false only, a number anything numeric but a bool
+            raise LossConfigError(f"{path} must be {'true or false' if isinstance(default, bool) else 'a number'}, "
+                                  f"got {value!r}")
         out[key] = value
     return out
 
@@ -66,17 +65,16 @@ def loss_config(given: dict | None = None, where: str = "loss") -> dict:
     for term in ("guard", "anti_copy", "rollout", "info_nce_hard"):
         if cfg[term]["weight"] < 0 or cfg[term]["start_epoch"] < 0:
             raise LossConfigError(f"{where}.{term}: weight and start_epoch must be >= 0")
-    if cfg["tau"] <= 0:
-        raise LossConfigError(f"{where}.tau must be > 0, got {cfg['tau']}")
+    hard, here = cfg["info_nce_hard"], f"{where}.info_nce_hard"
+    for path, tau in ((f"{where}.tau", cfg["tau"]), (f"{here}.tau", hard["tau"])):
+        if tau <= 0:
+            raise LossConfigError(f"{path} must be > 0, got {tau}")
     if not 0 <= cfg["context_drop"] < 1:
         raise LossConfigError(f"{where}.context_drop must be in [0, 1), got {cfg['context_drop']}")
     h = cfg["rollout"]["horizon"]
     if int(h) != h or h < 1:
         raise LossConfigError(f"{where}.rollout.horizon must be an int >= 1, got {h}")
     cfg["rollout"]["horizon"] = int(h)
-    hard, here = cfg["info_nce_hard"], f"{where}.info_nce_hard"
-    if hard["tau"] <= 0:
-        raise LossConfigError(f"{here}.tau must be > 0, got {hard['tau']}")
     offsets = hard["article_offsets"]
     if 0 in offsets:
         raise LossConfigError(f"{here}.article_offsets: 0 is the target itself, not a negative")
@@ -174,18 +172,17 @@ class Objective(nn.Module):
         head = getattr(model, "head", None)
         self.generative = head if head in GENERATIVE_HEADS else None
         for name in GENERATIVE_HEADS:
-            if head != name:
-                if self.cfg[name] > 0:
-                    raise LossConfigError(f"loss.{name} > 0 needs a model built with head='{name}'")
-                continue
+            if self.cfg[name] > 0 and head != name:
+                raise LossConfigError(f"loss.{name} > 0 needs a model built with head='{name}'")
+        if self.generative:
             on = [k if not isinstance(self.cfg[k], dict) else f"{k}.weight" for k in PREDICTION_TERMS
                   if self.weight(k, None) > 0]
-            example = f"e.g. loss: {{mse: 0.0, {name}: 1.0}}"
+            example = f"e.g. loss: {{mse: 0.0, {head}: 1.0}}"
             if on:
-                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='{name}' model: it is trained "
-                                      f"by loss.{name} only (set them to 0, {example})")
-            if self.cfg[name] <= 0:
-                raise LossConfigError(f"a head='{name}' model needs loss.{name} > 0 ({example})")
+                raise LossConfigError(f"loss.{', loss.'.join(on)} > 0 with a head='{head}' model: it is trained "
+                                      f"by loss.{head} only (set them to 0, {example})")
+            if self.cfg[head] <= 0:
+                raise LossConfigError(f"a head='{head}' model needs loss.{head} > 0 ({example})")
 
     @property
     def needs_future(self) -> bool:

@@ -1,13 +1,7 @@
 """Next-concept-vector models: read 5 context vectors (B, 5, D), predict the next one (B, D).
 
-Every model from `build_model` is an `LVM`: a wrapper around a *core* network (B, 5, in_dim) -> (B, D).
-    model(ctx)         -> unit vectors (B, D)        (evaluation is on these)
-    model.raw(ctx)     -> raw output (B, D)           (MSE is taken on this)
-    model.raw_all(ctx) -> (B, 5, D), base_lcm only    (position i predicts the vector after ctx[i])
-    model.config       -> dict; build_model(**model.config) rebuilds the same architecture
-    model.fit(vectors) -> fits training statistics (global mean, robust scaler); no-op otherwise
-Wrapper options (residual, positional_scale, head="flow"|"energy" and their flow_*/energy_* options) are
-described in docs/architecture.md. Parameter counts at D=768 match SPEC's table (tests/model/test_models.py).
+Every model from `build_model` is an `LVM`, a wrapper around a *core* network (B, 5, in_dim) -> (B, D); its API and
+options are described in docs/architecture.md. Parameter counts at D=768 match SPEC's table (tests/model).
 """
 from __future__ import annotations
 
@@ -20,24 +14,16 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .data.bank import CONTEXT  # the window length, defined once
-MODEL_NAMES = ("linear_average", "copy_last", "global_mean", "amn", "lstm", "gru",
-               "transformer", "graphmert", "base_lcm")
 
 
 class ModelError(InputError):
     """A model asked for with a bad name, option or input."""
 
 
-def causal_mask(n: int, device=None) -> torch.Tensor:
-    """Additive mask: position i may attend to positions <= i only."""
-    return torch.triu(torch.full((n, n), float("-inf"), device=device), diagonal=1)
-
-
 def _as_tensor(vectors) -> torch.Tensor:
     return torch.as_tensor(np.asarray(vectors, dtype=np.float32))
 
 
-# ----------------------------------------------------------------------------------------
 # Baselines: no training. They read only the first out_dim input columns, so a positional
 # channel (if someone asks for one) does not change them.
 
@@ -52,42 +38,33 @@ class LinearAverage(nn.Module):
         return x[..., : self.out_dim].mean(dim=1)
 
 
-class CopyLast(nn.Module):
+class CopyLast(LinearAverage):
     """ctx[-1]: what a collapsed model does."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.out_dim = out_dim
 
     def forward(self, x):
         return x[:, -1, : self.out_dim]
 
 
-class GlobalMean(nn.Module):
+class GlobalMean(LinearAverage):
     """The mean of the TRAINING targets, whatever the context (SPEC defect 8: never hard-coded).
 
     Its raw output is the plain mean (the MSE-optimal constant); the wrapper normalises it.
     """
 
     def __init__(self, in_dim: int, out_dim: int, mean=None):
-        super().__init__()
-        self.out_dim = out_dim
+        super().__init__(in_dim, out_dim)
         self.register_buffer("mean", torch.zeros(out_dim))
         self.register_buffer("fitted", torch.tensor(False))
         if mean is not None:
-            self.set_mean(_as_tensor(mean))
-
-    def set_mean(self, mean: torch.Tensor):
-        if mean.shape != (self.out_dim,):
-            raise ModelError(f"global_mean: mean has shape {tuple(mean.shape)}, expected ({self.out_dim},)")
-        self.mean.copy_(mean)
-        self.fitted.fill_(True)
+            self.fit(_as_tensor(mean)[None])    # the mean of one row is that row, exactly
 
     def fit(self, targets):
         targets = _as_tensor(targets)
-        if targets.ndim != 2 or targets.shape[0] == 0:
-            raise ModelError(f"global_mean.fit needs (N, {self.out_dim}) training targets, got {tuple(targets.shape)}")
-        self.set_mean(targets.double().mean(dim=0).float())   # float64 sum, as metrics.train_target_mean
+        if targets.ndim != 2 or targets.shape[0] == 0 or targets.shape[1] != self.out_dim:
+            raise ModelError(f"global_mean.fit needs (N, {self.out_dim}) training targets (mean=: ({self.out_dim},)), "
+                             f"got {tuple(targets.shape)}")
+        self.mean.copy_(targets.double().mean(dim=0).float())   # float64 sum, as metrics.train_target_mean
+        self.fitted.fill_(True)
 
     def forward(self, x):
         if not bool(self.fitted):
@@ -95,18 +72,12 @@ class GlobalMean(nn.Module):
         return self.mean.expand(x.shape[0], -1)
 
 
-# ----------------------------------------------------------------------------------------
 # Trained cores (SPEC table). Each maps (B, 5, in_dim) -> raw (B, out_dim).
 
 class AMN(nn.Module):
-    """Attention-mixture network: a weighted context average b plus a learned correction.
-
-    q = W_q b, k = W_k x (attn_dim), attn = softmax(q.k / sqrt(attn_dim)), wctx = attn @ x,
-    raw = b + MLP([b | wctx]) with MLP 2D -> 512 -> GELU -> LN -> 256 -> GELU -> LN -> D.
-    b = sum_t w_t x_t with 5 learned weights starting at 1/5 (their sum is a learned output scale),
-    and the MLP's last layer starts at zero, so AMN starts *as* the linear average and can reach
-    the position-weighted baseline with 5 numbers; the original (baseline_start=False) fixed
-    b = mean and started its correction as noise of norm ~11 against b's ~0.8.
+    """Attention-mixture network: raw = b + MLP([b | softmax(W_q b . W_k x / sqrt(attn_dim)) @ x]), b = sum_t w_t x_t
+    with 5 learned weights from 1/5, MLP 2D -> 512 -> GELU -> LN -> 256 -> GELU -> LN -> D with its last layer at
+    zero: AMN starts as the linear average (baseline_start=False: the original's b = mean and noisy start).
     1,510,917 parameters at D=768 (SPEC: 1.51M).
     """
 
@@ -198,7 +169,7 @@ class TransformerCore(nn.Module):
 
     def forward(self, x):
         h = self.proj(x) + self.pe[: x.shape[1]]
-        mask = causal_mask(x.shape[1], x.device)
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], x.device)   # i sees <= i
         h = self.decoder(h, h, tgt_mask=mask, memory_mask=mask)
         return self.head(h[:, -1])
 
@@ -264,7 +235,7 @@ class BaseLCM(nn.Module):
         d = self.out_dim
         scaled = torch.cat([(x[..., :d] - self.center) / self.spread, x[..., d:]], dim=-1)
         h = self.pre_net(scaled) + self.pos[: x.shape[1]]
-        h = self.decoder(h, mask=causal_mask(x.shape[1], x.device), is_causal=True)
+        h = self.decoder(h, mask=nn.Transformer.generate_square_subsequent_mask(x.shape[1], x.device), is_causal=True)
         return self.post_net(h) * self.spread + self.center
 
     def forward(self, x):
@@ -276,14 +247,15 @@ CORES = {
     "lstm": LSTMCore, "gru": GRUCore, "transformer": TransformerCore, "graphmert": GraphMERTCore,
     "base_lcm": BaseLCM,
 }
+MODEL_NAMES = tuple(CORES)
 
 
-# ----------------------------------------------------------------------------------------
-# Generative head: conditional flow matching (rectified flow) on top of any core.
+# Generative heads on top of any core: conditional flow matching, and the energy score.
 
 FLOW_DEFAULTS = {"flow_hidden": 512, "flow_layers": 3, "flow_steps": 10, "flow_samples": 1,
                  "flow_noise": 1.0, "flow_seed": 0}
-HEADS = (None, "flow", "energy")
+ENERGY_DEFAULTS = {"energy_hidden": 256, "energy_layers": 2, "energy_noise_dim": 64, "energy_train_samples": 4,
+                   "energy_samples": 8, "energy_beta": 1.0, "energy_seed": 0}
 TIME_DIM = 64   # sinusoidal features of the flow time t
 
 
@@ -319,14 +291,25 @@ class ResidualMLP(nn.Module):
         return self.out(h)
 
 
-class FlowHead(nn.Module):
-    """Conditional flow matching from N(0, noise^2 I) to the target y * sqrt(D) (coordinates of std ~1), given c.
+class _SamplingHead(nn.Module):
+    """A generative head: draw(c, noise) turns conditions (N, D) and noise (N, noise_dim) into samples (N, D). A
+    prediction is the mean of `samples` draws from a seeded generator: a function of weights and input."""
 
-    Training (rectified flow): x_t = (1 - t) x0 + t x1, loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D. Sampling:
-    Euler steps from `samples` seeded noise draws per row, averaged and divided by sqrt(D); the generator is
-    seeded, so a prediction is a function of weights and input (checkpoint probes rely on it). v has a learned
-    linear skip from LayerNorm(c): without it joint training was much slower (synthetic rotation bank: val cosine
-    0.28 without vs 0.65 with it after 15 epochs); learned, so c is not forced to be a point estimate.
+    def draws(self, c: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, n, D): n samples per row, the noise from `generator` (global RNG if None)."""
+        b, d = c.shape
+        noise = torch.randn(b * n, self.noise_dim, generator=generator, device=c.device).to(c.dtype)
+        return self.draw(c.repeat_interleave(n, dim=0), noise).view(b, n, d)
+
+    def sample(self, c: torch.Tensor) -> torch.Tensor:
+        """(B, D): the mean of `samples` seeded draws (not normalised)."""
+        return self.draws(c, self.samples, torch.Generator(device=c.device).manual_seed(self.seed)).mean(dim=1)
+
+
+class FlowHead(_SamplingHead):
+    """Conditional flow matching (rectified flow) from N(0, noise^2 I) to y * sqrt(D) given c: x_t = (1 - t) x0 +
+    t x1, loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D. A draw is Euler-integrated and divided by sqrt(D). v has a
+    learned linear skip from LayerNorm(c) (without it joint training was much slower: docs/architecture.md).
     """
 
     def __init__(self, dim: int, hidden: int = 512, layers: int = 3, steps: int = 10, samples: int = 1,
@@ -336,7 +319,8 @@ class FlowHead(nn.Module):
                    seed=(seed, None))
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
             raise ModelError(f"flow_noise must be a number > 0, got {noise!r}")
-        self.dim, self.steps, self.samples, self.noise, self.seed = dim, steps, samples, float(noise), seed
+        self.dim = self.noise_dim = dim
+        self.steps, self.samples, self.noise, self.seed = steps, samples, float(noise), seed
         self.cond_norm = nn.LayerNorm(dim)   # the core's output has whatever scale it likes
         self.mlp = ResidualMLP(2 * dim + TIME_DIM, hidden, layers, dim)
         self.skip = nn.Linear(dim, dim)
@@ -354,38 +338,20 @@ class FlowHead(nn.Module):
         xt = (1 - t[:, None]) * x0 + t[:, None] * x1
         return F.mse_loss(self.velocity(xt, t, c), x1 - x0)   # mean over B*D: ||.||^2 / D per row
 
-    def endpoints(self, c: torch.Tensor) -> torch.Tensor:
-        """(B, samples, D): each noise draw integrated to t = 1, in target scale (/ sqrt(D))."""
-        b, d = c.shape
-        gen = torch.Generator(device=c.device).manual_seed(self.seed)   # prediction = f(weights, input)
-        x = torch.randn(b * self.samples, d, generator=gen, device=c.device).to(c.dtype) * self.noise
-        cond = c.repeat_interleave(self.samples, dim=0)
+    def draw(self, c: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The noise (std `noise`) integrated to t = 1 in `steps` Euler steps, in target scale (/ sqrt(D))."""
+        x = noise * self.noise
         dt = 1.0 / self.steps
         for i in range(self.steps):
-            t = torch.full((len(x),), i * dt, device=c.device, dtype=c.dtype)
-            x = x + dt * self.velocity(x, t, cond)
-        return x.view(b, self.samples, d) / math.sqrt(d)
-
-    def sample(self, c: torch.Tensor) -> torch.Tensor:
-        """(B, D): the mean of `samples` endpoints (not normalised)."""
-        return self.endpoints(c).mean(dim=1)
+            x = x + dt * self.velocity(x, torch.full((len(x),), i * dt, device=c.device, dtype=c.dtype), c)
+        return x / math.sqrt(self.dim)
 
 
-# ----------------------------------------------------------------------------------------
-# Generative head: the energy score (a proper scoring rule over samples), on top of any core.
-
-ENERGY_DEFAULTS = {"energy_hidden": 256, "energy_layers": 2, "energy_noise_dim": 64, "energy_train_samples": 4,
-                   "energy_samples": 8, "energy_beta": 1.0, "energy_seed": 0}
-
-
-class EnergyHead(nn.Module):
-    """A sampler x = c + MLP([LayerNorm(c) | eps]) / sqrt(D) trained with the energy score (CALM, 2025):
+class EnergyHead(_SamplingHead):
+    """A sampler x = c + MLP([LayerNorm(c) | eps]) / sqrt(D) trained with the energy score (CALM, 2025), strictly
+    proper for 0 < beta < 2 (minimised when the draws follow the true conditional distribution of y):
 
         loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta
-
-    over m >= 2 draws per row: strictly proper for 0 < beta < 2, so minimised when the draws follow the true
-    conditional distribution of y. c is the draws' location, so the core learns directly; the MLP shapes the
-    spread. A prediction is the mean of `samples` draws from a seeded generator (as FlowHead's).
     """
 
     def __init__(self, dim: int, hidden: int = 256, layers: int = 2, noise_dim: int = 64, train_samples: int = 4,
@@ -401,14 +367,7 @@ class EnergyHead(nn.Module):
         self.mlp = ResidualMLP(dim + noise_dim, hidden, layers, dim)
 
     def draw(self, c: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """(N, D) samples for conditions c (N, D) and noise (N, noise_dim)."""
         return c + self.mlp(torch.cat([self.cond_norm(c), noise], dim=-1)) / math.sqrt(self.dim)
-
-    def draws(self, c: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, n, D): n samples per row, the noise from `generator` (global RNG if None)."""
-        b, d = c.shape
-        noise = torch.randn(b * n, self.noise_dim, generator=generator, device=c.device).to(c.dtype)
-        return self.draw(c.repeat_interleave(n, dim=0), noise).view(b, n, d)
 
     def loss(self, c: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The energy score of train_samples draws per row against the target, averaged over rows."""
@@ -419,11 +378,6 @@ class EnergyHead(nn.Module):
         spread = energy_distance(x[:, i], x[:, j], self.beta).mean(dim=1)        # = sum_{i!=j} / (m(m-1))
         return (to_target - 0.5 * spread).mean()
 
-    def sample(self, c: torch.Tensor) -> torch.Tensor:
-        """(B, D): the mean of `samples` seeded draws (not normalised)."""
-        gen = torch.Generator(device=c.device).manual_seed(self.seed)   # prediction = f(weights, input)
-        return self.draws(c, self.samples, gen).mean(dim=1)
-
 
 def energy_distance(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """||a - b||^beta over the last dimension. A tiny floor inside the square root keeps the gradient
@@ -431,26 +385,24 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torc
     return ((a - b).pow(2).sum(dim=-1) + 1e-12).pow(beta / 2)
 
 
-# ----------------------------------------------------------------------------------------
-# The wrapper every model is.
+HEADS = {"flow": (FlowHead, FLOW_DEFAULTS), "energy": (EnergyHead, ENERGY_DEFAULTS)}
+
 
 class LVM(nn.Module):
+    """The wrapper every model is: checks the input, adds the positional channel, the residual option and a
+    generative head (`head`: None, "flow" or "energy", the module in the attribute of that name)."""
+
     def __init__(self, core: nn.Module, config: dict, dim: int, residual: bool = False,
                  positional_scale: float | None = None, alpha_floor: float = 0.05, alpha_init: float = 0.5,
                  flow: FlowHead | None = None, energy: EnergyHead | None = None):
         super().__init__()
-        self.core = core
-        self.config = config
-        self.dim = dim
+        if flow is not None and energy is not None:
+            raise ModelError("a model has one head: flow or energy, not both")
+        self.core, self.config, self.dim = core, config, dim
+        self.flow, self.energy = flow, energy
+        self.head = "flow" if flow is not None else "energy" if energy is not None else None
         self.residual = residual
         self.positional_scale = positional_scale
-        self.head = "flow" if flow is not None else None
-        self.flow = flow
-        if energy is not None:
-            if flow is not None:
-                raise ModelError("a model has one head: flow or energy, not both")
-            self.head = "energy"
-        self.energy = energy
         if positional_scale is not None:
             self.register_buffer("position_channel",
                                  torch.linspace(0, 1, CONTEXT).mul(float(positional_scale))[:, None], persistent=False)
@@ -475,7 +427,7 @@ class LVM(nn.Module):
 
     @property
     def predicts_every_position(self) -> bool:
-        return hasattr(self.core, "all_positions") and self.flow is None and self.energy is None
+        return hasattr(self.core, "all_positions") and self.head is None
 
     def _input(self, ctx: torch.Tensor) -> torch.Tensor:
         if ctx.ndim != 3 or ctx.shape[1] != CONTEXT or ctx.shape[2] != self.dim:
@@ -485,44 +437,33 @@ class LVM(nn.Module):
             return ctx
         return torch.cat([ctx, self.position_channel.to(ctx.dtype).expand(ctx.shape[0], -1, -1)], dim=-1)
 
-    def _residual(self, delta: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        return F.normalize(last, dim=-1) + self.alpha * delta
+    def _residual(self, out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The core's output after the residual option: normalize(last) + alpha * out."""
+        return (F.normalize(last, dim=-1) + self.alpha * out) if self.residual else out
 
     def condition(self, ctx: torch.Tensor) -> torch.Tensor:
-        """The core's output (after the residual option): the raw prediction, or a flow head's condition."""
-        out = self.core(self._input(ctx))
-        return self._residual(out, ctx[:, -1]) if self.residual else out
+        """The core's output (after the residual option): the raw prediction, or a generative head's condition."""
+        return self._residual(self.core(self._input(ctx)), ctx[:, -1])
 
     def raw(self, ctx: torch.Tensor) -> torch.Tensor:
         c = self.condition(ctx)
-        if self.energy is not None:
-            return self.energy.sample(c)
-        return c if self.flow is None else self.flow.sample(c)
+        return c if self.head is None else getattr(self, self.head).sample(c)
 
-    def flow_loss(self, ctx: torch.Tensor, target: torch.Tensor,
+    def head_loss(self, ctx: torch.Tensor, target: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching loss of the head given this context (one extra MLP pass; no sampling)."""
-        if self.flow is None:
-            raise ModelError(f"{self.name} has no flow head (build it with head='flow')")
-        return self.flow.loss(self.condition(ctx), target, generator)
-
-    def energy_loss(self, ctx: torch.Tensor, target: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Energy score of the head's samples given this context (energy_train_samples draws per row)."""
-        if self.energy is None:
-            raise ModelError(f"{self.name} has no energy head (build it with head='energy')")
-        return self.energy.loss(self.condition(ctx), target, generator)
+        """The generative head's loss given this context: flow matching (one extra MLP pass; no sampling) or the
+        energy score of energy_train_samples draws per row; the noise comes from `generator` (global RNG if None)."""
+        if self.head is None:
+            raise ModelError(f"{self.name} has no generative head (build it with head='flow' or head='energy')")
+        return getattr(self, self.head).loss(self.condition(ctx), target, generator)
 
     def raw_all(self, ctx: torch.Tensor) -> torch.Tensor:
         """(B, 5, D): position i predicts the vector after ctx[i] (models that predict every position)."""
-        if self.energy is not None:
-            raise ModelError(f"{self.name} with head='energy' predicts the last position only (no raw_all)")
-        if self.flow is not None:
-            raise ModelError(f"{self.name} with head='flow' predicts the last position only (no raw_all)")
+        if self.head is not None:
+            raise ModelError(f"{self.name} with head='{self.head}' predicts the last position only (no raw_all)")
         if not self.predicts_every_position:
             raise ModelError(f"{self.name} predicts the last position only; raw_all needs base_lcm")
-        out = self.core.all_positions(self._input(ctx))
-        return self._residual(out, ctx) if self.residual else out
+        return self._residual(self.core.all_positions(self._input(ctx)), ctx)
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.raw(ctx), dim=-1)
@@ -535,48 +476,37 @@ class LVM(nn.Module):
 
 
 def build_model(name: str, dim: int = 384, **options) -> LVM:
-    """Build a model by name. Options: the core's own (hidden sizes, ...) plus residual,
-    positional_scale, alpha_floor, alpha_init, and head (None, "flow" or "energy") with the flow_*
-    options of FLOW_DEFAULTS or the energy_* options of ENERGY_DEFAULTS. An unknown name or option
-    is an error naming it."""
+    """Build a model by name. Options: the core's own plus residual, positional_scale, alpha_floor, alpha_init and
+    head (None, "flow" or "energy") with its FLOW_DEFAULTS or ENERGY_DEFAULTS options; an unknown one is an error."""
     if name not in CORES:
         raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if not isinstance(dim, int) or dim < 2:
         raise ModelError(f"dim must be an int >= 2, got {dim!r}")
-    wrapper_keys = ("residual", "positional_scale", "alpha_floor", "alpha_init")
-    wrapper = {k: options.pop(k) for k in wrapper_keys if k in options}
+    wrapper = {k: options.pop(k) for k in ("residual", "positional_scale", "alpha_floor", "alpha_init") if k in options}
     head = options.pop("head", None)
-    flow_given = {k: options.pop(k) for k in FLOW_DEFAULTS if k in options}
-    energy_given = {k: options.pop(k) for k in ENERGY_DEFAULTS if k in options}
-    if head not in HEADS:
-        raise ModelError(f"model {name!r}: unknown head {head!r}; expected one of {HEADS}")
-    if head is None and flow_given:
-        raise ModelError(f"model {name!r}: {', '.join(sorted(flow_given))} need head='flow'")
-    if head == "energy" and flow_given:
-        raise ModelError(f"model {name!r}: {', '.join(sorted(flow_given))} need head='flow', not head='energy'")
-    if head != "energy" and energy_given:
-        raise ModelError(f"model {name!r}: {', '.join(sorted(energy_given))} need head='energy'")
-    positional_scale = wrapper.get("positional_scale")
-    in_dim = dim + (1 if positional_scale is not None else 0)
+    given = {h: {k: options.pop(k) for k in defaults if k in options} for h, (_, defaults) in HEADS.items()}
+    if head not in (None, *HEADS):
+        raise ModelError(f"model {name!r}: unknown head {head!r}; expected one of {(None, *HEADS)}")
+    for h, keys in given.items():
+        if keys and h != head:
+            raise ModelError(f"model {name!r}: {', '.join(sorted(keys))} need head='{h}'"
+                             + (f", not head='{head}'" if head else ""))
+    in_dim = dim if wrapper.get("positional_scale") is None else dim + 1
     try:
         core = CORES[name](in_dim, dim, **options)
     except TypeError as e:
         raise ModelError(f"model {name!r}: bad option ({e})") from None
     config = {"name": name, "dim": dim, **options, **wrapper}
     config.pop("mean", None)  # data, not architecture: it travels in the state dict
-    flow = None
-    if head == "flow":
-        # every flow option is written into the config, so a later change of defaults cannot
+    heads = {}
+    if head is not None:
+        # every head option is written into the config, so a later change of defaults cannot
         # silently change how a saved model samples
-        flow_options = {**FLOW_DEFAULTS, **flow_given}
-        flow = FlowHead(dim, **{k.removeprefix("flow_"): v for k, v in flow_options.items()})
-        config.update(head="flow", **flow_options)
-    energy = None
-    if head == "energy":
-        energy_options = {**ENERGY_DEFAULTS, **energy_given}   # all written into the config, as for flow
-        energy = EnergyHead(dim, **{k.removeprefix("energy_"): v for k, v in energy_options.items()})
-        config.update(head="energy", **energy_options)
-    return LVM(core, config, dim, **wrapper, flow=flow, energy=energy)
+        head_class, defaults = HEADS[head]
+        head_options = {**defaults, **given[head]}
+        heads[head] = head_class(dim, **{k.removeprefix(f"{head}_"): v for k, v in head_options.items()})
+        config.update(head=head, **head_options)
+    return LVM(core, config, dim, **wrapper, **heads)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -138,5 +138,5 @@ def test_flow_noise_is_drawn_on_the_model_device():
     model = build_model("lstm", dim=16, hidden=16, head="flow", flow_hidden=16).cuda().eval()
     ctx = F.normalize(torch.randn(4, 5, 16, device="cuda"), dim=-1)
     assert torch.equal(model(ctx), model(ctx))
-    loss = model.flow_loss(ctx, ctx[:, -1], torch.Generator(device="cuda").manual_seed(0))
+    loss = model.head_loss(ctx, ctx[:, -1], torch.Generator(device="cuda").manual_seed(0))
     assert loss.device.type == "cuda" and torch.isfinite(loss)

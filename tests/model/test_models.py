@@ -203,7 +203,7 @@ def test_flow_samples_are_averaged_endpoints():
     model = small("lstm", **{**FLOW, "flow_samples": 3})
     ctx = unit(5, CONTEXT, D)
     c = model.condition(ctx)
-    ends = model.flow.endpoints(c)
+    ends = model.flow.draws(c, 3, torch.Generator().manual_seed(model.flow.seed))   # what raw() averages
     assert ends.shape == (5, 3, D)
     assert not torch.allclose(ends[:, 0], ends[:, 1], atol=1e-3)              # three different draws per row
     assert torch.allclose(model.raw(ctx), ends.mean(dim=1), atol=1e-6)
@@ -226,7 +226,7 @@ def test_flow_euler_integration_by_hand():
 def test_flow_matching_loss_formula_and_gradient():
     model = small("lstm", **{**FLOW, "flow_noise": 0.7})
     ctx, y = unit(6, CONTEXT, D), unit(6, D, seed=3)
-    loss = model.flow_loss(ctx, y, torch.Generator().manual_seed(5))
+    loss = model.head_loss(ctx, y, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     x0 = torch.randn(6, D, generator=g) * 0.7
     t = torch.rand(6, generator=g)[:, None]
@@ -235,8 +235,8 @@ def test_flow_matching_loss_formula_and_gradient():
     assert loss.item() == pytest.approx(((v - (x1 - x0)) ** 2).sum(-1).mean().item() / D, rel=1e-5)
     loss.backward()
     assert model.core.lstm.weight_ih_l0.grad.abs().sum() > 0                   # the core learns through the head
-    with pytest.raises(ModelError, match="no flow head"):
-        small("lstm").flow_loss(ctx, y)
+    with pytest.raises(ModelError, match="no generative head"):
+        small("lstm").head_loss(ctx, y)
 
 
 def test_flow_head_on_base_lcm_predicts_last_position_only():

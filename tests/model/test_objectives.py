@@ -66,7 +66,7 @@ def test_energy_loss_is_the_energy_score():
                           for i in range(3) for j in range(3) if i != j])
         expected.append(to_y - 0.5 * spread)
     assert loss.item() == pytest.approx(np.mean(expected), abs=1e-5)
-    assert torch.allclose(model.energy_loss(ctx, y, torch.Generator().manual_seed(7)), loss)
+    assert torch.allclose(model.head_loss(ctx, y, torch.Generator().manual_seed(7)), loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
