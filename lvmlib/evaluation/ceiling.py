@@ -21,12 +21,8 @@ def best_of_k(bank: Bank, rows: Sequences, index: ContextIndex, ks=KS) -> dict[i
     if not ks or ks[0] < 1:
         raise EvalError(f"ks must be positive ints, got {ks}")
     _, nxt = index.search(rows.contexts, min(ks[-1], len(index)))
-    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets)          # (M, K)
-    out = {}
-    for k in ks:
-        pick = nxt[np.arange(len(rows)), np.argmax(cos[:, :min(k, nxt.shape[1])], axis=1)]
-        out[k] = bank.vectors[pick].astype(np.float32)
-    return out
+    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets)          # (M, K); cos[:, :k] caps k at K
+    return {k: bank.vectors[nxt[np.arange(len(rows)), np.argmax(cos[:, :k], axis=1)]].astype(np.float32) for k in ks}
 
 
 def _ranks(bank: Bank, rows: Sequences, pred: np.ndarray) -> tuple[dict, dict]:
@@ -71,10 +67,8 @@ def curve(bank: Bank, split: str = "val", sizes=(2_000, 5_000, 10_000, 20_000, N
           max_rows: int | None = None, seed: int = 0) -> list[dict]:
     """The ceiling as the training set grows: one row per (nested training size, k), long form."""
     rows = split_rows(bank, split, max_rows, seed)
-    out = []
-    for size in subset_sizes(bank, sizes):
-        out += [{"split": split, **r} for r in knn_ceiling(bank, rows, size, ks, seed=seed)[0]]
-    return out
+    return [{"split": split, **r} for size in subset_sizes(bank, sizes)
+            for r in knn_ceiling(bank, rows, size, ks, seed=seed)[0]]
 
 
 def rank_table(bank: Bank, rows: Sequences, predictions: dict) -> list[dict]:

@@ -22,8 +22,7 @@ def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_split
              train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
              ca_pool: str = "split", foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
     """Mean cosine + CI, baselines (fitted on TRAIN unless given), LCM metrics on `split`, and 5CAT on
-    `five_cat_splits`, as one JSON-able document (layout: docs/architecture.md); a split's rows are the same
-    everywhere."""
+    `five_cat_splits` (the same rows of a split everywhere), as one JSON-able document (docs/architecture.md)."""
     check_split(split)
     baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
     prepared = _prepare(predict, bank, list(dict.fromkeys([split, *five_cat_splits])), max_rows, seed, batch_size)

@@ -88,8 +88,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 class ContextIndex(_FlatIndex):
-    """The training windows of a nested subset, searchable by context (cosine of the concatenated contexts);
-    `targets`: the bank rows of their next concepts."""
+    """The training windows of a nested subset (`targets`: their next concepts' rows), searchable by context."""
 
     def __init__(self, bank: Bank, train_concepts: int | None = None):
         train = _train_windows(bank, train_concepts, "context index")
