@@ -235,11 +235,8 @@ def coherence_bins(predict: Predict, bank: Bank, val: Sequences, ood: Sequences,
 
 def _prepare(predict: Predict, bank: Bank, splits, max_rows: int | None, seed: int, batch_size: int = BATCH) -> dict:
     """{split: (rows, predictions)}: each split's (seeded subset of) windows, predicted once."""
-    out = {}
-    for s in splits:
-        seqs = split_rows(bank, s, max_rows, seed)
-        out[s] = (seqs, predict_all(predict, seqs.contexts, batch_size))
-    return out
+    rows = {s: split_rows(bank, s, max_rows, seed) for s in splits}
+    return {s: (r, predict_all(predict, r.contexts, batch_size)) for s, r in rows.items()}
 
 
 def five_cat(predict: Predict, bank: Bank, *, splits=("val", "ood"), max_rows: int | None = None, seed: int = 0,
