@@ -21,18 +21,15 @@ def best_of_k(bank: Bank, rows: Sequences, index: ContextIndex, ks=KS) -> dict[i
     if not ks or ks[0] < 1:
         raise EvalError(f"ks must be positive ints, got {ks}")
     _, nxt = index.search(rows.contexts, min(ks[-1], len(index)))
-    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets)          # (M, K)
-    out = {}
-    for k in ks:
-        pick = nxt[np.arange(len(rows)), np.argmax(cos[:, :min(k, nxt.shape[1])], axis=1)]
-        out[k] = bank.vectors[pick].astype(np.float32)
-    return out
+    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets)          # (M, K); cos[:, :k] caps k at K
+    return {k: bank.vectors[nxt[np.arange(len(rows)), np.argmax(cos[:, :k], axis=1)]].astype(np.float32) for k in ks}
 
 
-def _ranks(bank: Bank, rows: Sequences, pred: np.ndarray) -> tuple[dict, dict]:
-    """In-article rank as 5CAT B counts it, and with the row's context left out of the candidates."""
-    return (in_article_rank(None, bank, rows, pred=pred),
-            in_article_rank(None, bank, rows, pred=pred, exclude_context=True))
+def _ranks(bank: Bank, rows: Sequences, pred: np.ndarray, keys=("r1", "r5", "mrr")) -> tuple[dict, dict, dict]:
+    """In-article rank as 5CAT B counts it, with the row's context left out of the candidates, and the `keys` of
+    both as one flat dict (r1, ..., r1_excl, ...)."""
+    b, bx = (in_article_rank(None, bank, rows, pred=pred, exclude_context=x) for x in (False, True))
+    return b, bx, {**{k: b[k] for k in keys}, **{f"{k}_excl": bx[k] for k in keys}}
 
 
 def scores(bank: Bank, rows: Sequences, pred: np.ndarray, seed: int = 0) -> dict:
@@ -40,11 +37,10 @@ def scores(bank: Bank, rows: Sequences, pred: np.ndarray, seed: int = 0) -> dict
     rank with and without the context, LCM's CA (the paper's and Meta's code's) and PAR."""
     cos = bootstrap_mean(row_cosine(pred, rows.targets), seed=seed)
     a = offset_sweep(None, bank, rows, pred=pred)
-    b, bx = _ranks(bank, rows, pred)
+    b, bx, ranks = _ranks(bank, rows, pred)
     lcm = lcm_metrics(pred, rows, bank, seed=seed)
     return {"cos": cos["mean"], "cos_low": cos["ci_low"], "cos_high": cos["ci_high"], "c0": a["c0"],
-            "margin": a["margin"], "peak": a["peak_offset"], "r1": b["r1"], "r5": b["r5"], "mrr": b["mrr"],
-            "r1_excl": bx["r1"], "r5_excl": bx["r5"], "mrr_excl": bx["mrr"], "chance_r1": b["chance"]["r1"],
+            "margin": a["margin"], "peak": a["peak_offset"], **ranks, "chance_r1": b["chance"]["r1"],
             "chance_r1_excl": bx["chance"]["r1"], "ca": lcm["ca"],
             "ca_meta": ca_other_documents(pred, rows, bank)["ca"], "par": lcm["par_median"]}
 
@@ -71,10 +67,8 @@ def curve(bank: Bank, split: str = "val", sizes=(2_000, 5_000, 10_000, 20_000, N
           max_rows: int | None = None, seed: int = 0) -> list[dict]:
     """The ceiling as the training set grows: one row per (nested training size, k), long form."""
     rows = split_rows(bank, split, max_rows, seed)
-    out = []
-    for size in subset_sizes(bank, sizes):
-        out += [{"split": split, **r} for r in knn_ceiling(bank, rows, size, ks, seed=seed)[0]]
-    return out
+    return [{"split": split, **r} for size in subset_sizes(bank, sizes)
+            for r in knn_ceiling(bank, rows, size, ks, seed=seed)[0]]
 
 
 def rank_table(bank: Bank, rows: Sequences, predictions: dict) -> list[dict]:
@@ -82,18 +76,16 @@ def rank_table(bank: Bank, rows: Sequences, predictions: dict) -> list[dict]:
     candidates (5CAT B) and left out; best R@1 (left out) first."""
     out = []
     for name, pred in predictions.items():
-        b, bx = _ranks(bank, rows, pred)
-        out.append({"scorer": name, "r1": b["r1"], "r5": b["r5"], "mrr": b["mrr"], "median_rank": b["median_rank"],
-                    "r1_excl": bx["r1"], "r5_excl": bx["r5"], "mrr_excl": bx["mrr"],
-                    "median_rank_excl": bx["median_rank"], "candidates": b["mean_candidates"],
-                    "chance_r1": b["chance"]["r1"], "chance_r1_excl": bx["chance"]["r1"]})
+        b, bx, ranks = _ranks(bank, rows, pred, ("r1", "r5", "mrr", "median_rank"))
+        out.append({"scorer": name, **ranks, "candidates": b["mean_candidates"], "chance_r1": b["chance"]["r1"],
+                    "chance_r1_excl": bx["chance"]["r1"]})
     return sorted(out, key=lambda r: -r["r1_excl"])
 
 
 def copy_problem(bank: Bank, rows: Sequences) -> dict:
     """In-article R@1 of copy-last with the context among the candidates (always 0: ctx[-1] is its own
     nearest concept) and left out (how often the concept nearest ctx[-1] is the true next one), beside chance."""
-    b, bx = _ranks(bank, rows, copy_last(rows.contexts))
+    b, bx, _ = _ranks(bank, rows, copy_last(rows.contexts))
     return {"r1_with_context": b["r1"], "r1_without_context": bx["r1"], "chance_with_context": b["chance"]["r1"],
             "chance_without_context": bx["chance"]["r1"], "mean_candidates": b["mean_candidates"],
             "rows": b["rows"], "articles": b["articles"]}

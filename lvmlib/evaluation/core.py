@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.bank import CONTEXT, Bank, Sequences, check_split, sequences
+from ..data.bank import CONTEXT, Bank, Sequences, sequences
 from ..errors import InputError
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -93,14 +93,14 @@ def predictor(model, device: str = "cpu", batch_size: int = BATCH) -> Predict:
     import torch
     model.to(device)
 
+    @torch.no_grad()
     def predict(contexts: np.ndarray) -> np.ndarray:
         x = np.asarray(contexts, dtype=np.float32)
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
-                outs = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device))
-                        .float().cpu().numpy() for i in range(0, len(x), batch_size)]
+            outs = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)).float().cpu().numpy()
+                    for i in range(0, len(x), batch_size)]
         finally:
             model.train(was_training)
         return np.concatenate(outs) if outs else np.zeros((0, x.shape[-1]), np.float32)
@@ -264,7 +264,6 @@ def compare_to_baselines(predict: Predict, bank: Bank, seqs: Sequences, train_me
 
 def split_rows(bank: Bank, split: str, max_rows: int | None = None, seed: int = 0) -> Sequences:
     """A split's ctx-5 windows, optionally a seeded random subset of max_rows (kept in bank order)."""
-    check_split(split)
     seqs = sequences(bank, split)
     if len(seqs) == 0:
         raise EvalError(f"split {split!r} has no ctx-5 windows in this bank")

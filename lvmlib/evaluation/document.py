@@ -22,8 +22,7 @@ def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_split
              train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
              ca_pool: str = "split", foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
     """Mean cosine + CI, baselines (fitted on TRAIN unless given), LCM metrics on `split`, and 5CAT on
-    `five_cat_splits`, as one JSON-able document (layout: docs/architecture.md); a split's rows are the same
-    everywhere."""
+    `five_cat_splits` (the same rows of a split everywhere), as one JSON-able document (docs/architecture.md)."""
     check_split(split)
     baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
     prepared = _prepare(predict, bank, list(dict.fromkeys([split, *five_cat_splits])), max_rows, seed, batch_size)
@@ -82,34 +81,33 @@ def format_table(result: dict) -> str:
 
 
 def _five_cat_lines(fc: dict) -> list[str]:
+    def cell(res: dict, test: str, what) -> str:
+        """`what` of res[test]: a gate by name (value, threshold, PASS/FAIL), or a function of res[test]."""
+        if callable(what):
+            return what(res[test] if test else res)
+        g = res[test]["gates"][what]
+        return f"{_num(g['value'])} {g['op']}{g['threshold']:g} {_mark(g['pass'])}"
+
+    rows = [("A offset sweep   c0", "A", "c0"),
+            ("                 margin", "A", "margin"),
+            ("                 peak offset", "A", lambda a: f"{a['peak_offset']:+d}"),
+            ("                 c-3 .. c+3", "A", lambda a: " ".join(_num(a["c"][str(k)], "+.2f") for k in OFFSETS)),
+            ("B in-article     R@1", "B", "r1"),
+            ("                 R@5", "B", "r5"),
+            ("                 MRR", "B", "mrr"),
+            ("                 chance R@1 / R@5", "B", lambda b: f"{b['chance']['r1']:.3f} / {b['chance']['r5']:.3f}"),
+            ("C ablations Δcos shuffle", "C", "shuffle"),
+            ("                 reverse", "C", "reverse"),
+            ("                 leave-out last", "C", "leave_one_out_last"),
+            ("                 leave-out 0..3", "C",
+             lambda c: " ".join(f"{c['leave_one_out'][str(i)]['delta']:+.2f}" for i in range(CONTEXT - 1))),
+            ("                 repeat-pad", "C", "repeat_pad"),
+            ("                 foreign last", "C", "foreign_last"),
+            ("D rollout        mean", "D", "mean"),
+            ("                 per step h=0..4", "D", lambda d: " ".join(_num(v, "+.2f") for v in d["per_step"])),
+            ("tests A B C D", None, lambda r: " ".join(_mark(r[t]["pass"]) for t in "ABCD"))]
     splits = list(fc["splits"])
-
-    def gate(test, name):
-        def cell(res):
-            g = res[test]["gates"][name]
-            return f"{_num(g['value'])} {g['op']}{g['threshold']:g} {_mark(g['pass'])}"
-        return cell
-
-    rows = [("A offset sweep   c0", gate("A", "c0")),
-            ("                 margin", gate("A", "margin")),
-            ("                 peak offset", lambda r: f"{r['A']['peak_offset']:+d}"),
-            ("                 c-3 .. c+3", lambda r: " ".join(_num(r["A"]["c"][str(k)], "+.2f") for k in OFFSETS)),
-            ("B in-article     R@1", gate("B", "r1")),
-            ("                 R@5", gate("B", "r5")),
-            ("                 MRR", gate("B", "mrr")),
-            ("                 chance R@1 / R@5",
-             lambda r: f"{r['B']['chance']['r1']:.3f} / {r['B']['chance']['r5']:.3f}"),
-            ("C ablations Δcos shuffle", gate("C", "shuffle")),
-            ("                 reverse", gate("C", "reverse")),
-            ("                 leave-out last", gate("C", "leave_one_out_last")),
-            ("                 leave-out 0..3", lambda r: " ".join(
-                f"{r['C']['leave_one_out'][str(i)]['delta']:+.2f}" for i in range(CONTEXT - 1))),
-            ("                 repeat-pad", gate("C", "repeat_pad")),
-            ("                 foreign last", gate("C", "foreign_last")),
-            ("D rollout        mean", gate("D", "mean")),
-            ("                 per step h=0..4", lambda r: " ".join(_num(v, "+.2f") for v in r["D"]["per_step"])),
-            ("tests A B C D", lambda r: " ".join(_mark(r[t]["pass"]) for t in "ABCD"))]
-    table = [[label] + [cell(fc["splits"][s]) for s in splits] for label, cell in rows]
+    table = [[label] + [cell(fc["splits"][s], test, what) for s in splits] for label, test, what in rows]
     header = ["5CAT"] + [f"{s.upper()} ({fc['splits'][s]['rows']} rows)" for s in splits]
     widths = [max(len(r[i]) for r in table + [header]) + 2 for i in range(len(header))]
     fmt = lambda cells: "".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip()

@@ -28,14 +28,14 @@ OFFSETS = tuple(range(-3, 4))
 HORIZON = 5
 
 
-def _gate(value, op: str, threshold: float) -> dict:
-    ok = value is not None and math.isfinite(value) and (value >= threshold if op == ">=" else value <= threshold)
-    return {"value": None if value is None else float(value), "op": op, "threshold": threshold, "pass": bool(ok)}
-
-
 def _gated(result: dict, values: dict, spec: dict) -> dict:
-    """Add result["gates"] (a gate per spec entry, on values[name]) and result["pass"] (all of them)."""
-    result["gates"] = {name: _gate(values[name], *s) for name, s in spec.items()}
+    """Add result["gates"] ({value, op, threshold, pass} per spec entry, on values[name]) and result["pass"]."""
+    result["gates"] = {}
+    for name, (op, threshold) in spec.items():
+        v = values[name]
+        ok = v is not None and math.isfinite(v) and (v >= threshold if op == ">=" else v <= threshold)
+        result["gates"][name] = {"value": None if v is None else float(v), "op": op, "threshold": threshold,
+                                 "pass": bool(ok)}
     result["pass"] = all(g["pass"] for g in result["gates"].values())
     return result
 
@@ -50,8 +50,7 @@ def _gate_set(bank: Bank, seqs: Sequences, gate_set: str | None) -> str:
 
 def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
                  gate_set: str | None = None, batch_size: int = BATCH) -> dict:
-    """A: c_k = mean cos(ŷ, v[t+k]), k = -3..3, and margin = c_0 − max_{k≠0} c_k, every c_k over the
-    same rows (those whose article holds v[t-3..t+3]), so the margin compares one population."""
+    """A: c_k = mean cos(ŷ, v[t+k]), k = -3..3, and margin = c_0 − max_{k≠0} c_k, all on the rows holding v[t+3]."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     gate_set = _gate_set(bank, seqs, gate_set)
     sums, used = np.zeros(len(OFFSETS)), 0
@@ -115,8 +114,7 @@ def shuffle_permutations(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def leave_one_out_slots(slot: int) -> np.ndarray:
-    """Slot order with `slot` dropped: the other four in order, the earliest repeated in front
-    (slot 4 -> [0, 0, 1, 2, 3], so dropping the last slot really changes the input)."""
+    """Slot order without `slot`: the other four, the earliest repeated in front (4 -> [0, 0, 1, 2, 3])."""
     if not 0 <= slot < CONTEXT:
         raise EvalError(f"slot must be in 0..{CONTEXT - 1}, got {slot}")
     rest = [i for i in range(CONTEXT) if i != slot]
@@ -142,9 +140,8 @@ def foreign_donors(bank: Bank, seqs: Sequences, rng: np.random.Generator) -> np.
 
 def ablations(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None, seed: int = 0,
               foreign_every_slot: bool = False, batch_size: int = BATCH) -> dict:
-    """C: Δ = mean cos(ŷ_ablated, y) − mean cos(ŷ, y) and "agreement" mean cos(ŷ_ablated, ŷ) per ablation.
-    Gated: shuffle, reverse, leave-one-out and foreign context in the LAST slot, repeat-pad; the other
-    slots' leave-one-out (and foreign context, with foreign_every_slot) are for diagnosis."""
+    """C: Δ = mean cos(ŷ_ablated, y) − mean cos(ŷ, y) and "agreement" mean cos(ŷ_ablated, ŷ) per ablation
+    (ABLATION_GATES; the other slots' leave-one-out, and foreign context with foreign_every_slot, diagnose)."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     y = seqs.targets
     base = row_cosine(pred, y).mean()
@@ -178,8 +175,7 @@ def ablations(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray
 
 def rollout(predict: Predict, bank: Bank, seqs: Sequences, *, horizon: int = HORIZON, gate_set: str | None = None,
             batch_size: int = BATCH) -> dict:
-    """D: feed each prediction back (ctx <- [ctx[1:], ŷ]) and score step h = 0..horizon-1 against the TRUE
-    v[t+h], on rows whose article reaches t+horizon-1."""
+    """D: feed each prediction back (ctx <- [ctx[1:], ŷ]); step h scores against the TRUE v[t+h] (h < horizon)."""
     _check_rows(bank, seqs)
     gate_set = _gate_set(bank, seqs, gate_set)
     if horizon < 1:
@@ -188,8 +184,7 @@ def rollout(predict: Predict, bank: Bank, seqs: Sequences, *, horizon: int = HOR
     sums = np.zeros(horizon)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        truth, valid = neighbours(bank, seqs.index[chunk], range(horizon))
-        assert valid.all()  # guaranteed by the row filter above
+        truth = bank.vectors[seqs.index[chunk][:, None] + np.arange(horizon)]  # in the article: the row filter
         ctx = seqs.contexts[chunk]
         for h in range(horizon):
             y_hat = predict_all(predict, ctx, batch_size)
@@ -240,11 +235,8 @@ def coherence_bins(predict: Predict, bank: Bank, val: Sequences, ood: Sequences,
 
 def _prepare(predict: Predict, bank: Bank, splits, max_rows: int | None, seed: int, batch_size: int = BATCH) -> dict:
     """{split: (rows, predictions)}: each split's (seeded subset of) windows, predicted once."""
-    out = {}
-    for s in splits:
-        seqs = split_rows(bank, s, max_rows, seed)
-        out[s] = (seqs, predict_all(predict, seqs.contexts, batch_size))
-    return out
+    rows = {s: split_rows(bank, s, max_rows, seed) for s in splits}
+    return {s: (r, predict_all(predict, r.contexts, batch_size)) for s, r in rows.items()}
 
 
 def five_cat(predict: Predict, bank: Bank, *, splits=("val", "ood"), max_rows: int | None = None, seed: int = 0,
@@ -256,11 +248,10 @@ def five_cat(predict: Predict, bank: Bank, *, splits=("val", "ood"), max_rows: i
     out: dict = {"splits": {}, "seconds": {}}
     summary: dict = {}
     for split, (seqs, pred) in prepared.items():
-        gs = _gate_set(bank, seqs, None)
-        tests = {"A": lambda: offset_sweep(predict, bank, seqs, pred=pred, gate_set=gs, batch_size=batch_size),
-                 "B": lambda: in_article_rank(predict, bank, seqs, pred=pred, gate_set=gs, batch_size=batch_size),
-                 "C": lambda: ablations(predict, bank, seqs, pred=pred, seed=seed,
-                                        foreign_every_slot=foreign_every_slot, batch_size=batch_size),
+        gs, kw = _gate_set(bank, seqs, None), {"pred": pred, "batch_size": batch_size}
+        tests = {"A": lambda: offset_sweep(predict, bank, seqs, gate_set=gs, **kw),
+                 "B": lambda: in_article_rank(predict, bank, seqs, gate_set=gs, **kw),
+                 "C": lambda: ablations(predict, bank, seqs, seed=seed, foreign_every_slot=foreign_every_slot, **kw),
                  "D": lambda: rollout(predict, bank, seqs, gate_set=gs, batch_size=batch_size)}
         res, secs = {"rows": len(seqs), "gate_set": gs}, {}
         for name, run in tests.items():

@@ -59,22 +59,26 @@ def _ca_split(pred, seqs, bank, chunk):
     return ca, len(pool) - 2 - has_next
 
 
+def _share_farther(scores: np.ndarray, s_y: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row with candidates: the share of them scored below y (score s_y), and how many there are."""
+    cand = candidates.sum(axis=1)
+    farther = ((scores < s_y) & candidates).sum(axis=1)
+    return farther[cand > 0] / cand[cand > 0], cand[cand > 0]
+
+
 def _ca_batch(pred, seqs, batch_size, seed):
     if batch_size < 2:
         raise EvalError(f"in-batch CA needs batch_size >= 2, got {batch_size}")
     order = _rng(seed, "ca-batch").permutation(len(seqs))
-    cas, n_cand = [], []
+    parts = []
     for start in range(0, len(order), batch_size):
         b = order[start:start + batch_size]
         scores = pred[b] @ seqs.targets[b].T
         art, pos = seqs.article[b], seqs.position[b]
         # y itself and its same-article neighbours t±1 are not candidates
         near = (art[:, None] == art[None, :]) & (np.abs(pos[:, None] - pos[None, :]) <= 1)
-        cand = (~near).sum(axis=1)
-        farther = ((scores < np.diag(scores)[:, None]) & ~near).sum(axis=1)
-        cas.append(farther[cand > 0] / cand[cand > 0])
-        n_cand.append(cand[cand > 0])
-    return np.concatenate(cas), np.concatenate(n_cand)
+        parts.append(_share_farther(scores, np.diag(scores)[:, None], ~near))
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def ca_other_documents(pred: np.ndarray, seqs: Sequences, bank: Bank, *, batch_size: int | None = None,
@@ -86,19 +90,14 @@ def ca_other_documents(pred: np.ndarray, seqs: Sequences, bank: Bank, *, batch_s
         raise EvalError(f"in-batch CA needs batch_size >= 2, got {batch_size}")
     y, art, size = seqs.targets, seqs.article, batch_size or len(seqs)
     order = np.arange(len(seqs)) if batch_size is None else _rng(seed, "ca-other-documents").permutation(len(seqs))
-    cas, n_cand = [], []
+    parts = []
     for group in (order[s:s + size] for s in range(0, len(order), size)):
         for start in range(0, len(group), chunk):
             rows = group[start:start + chunk]
-            scores = pred[rows] @ y[group].T                                  # (r, |group|)
             s_y = np.einsum("md,md->m", pred[rows], y[rows])[:, None]
-            other = art[rows][:, None] != art[group][None, :]
-            cand = other.sum(axis=1)
-            farther = ((scores < s_y) & other).sum(axis=1)
-            cas.append(farther[cand > 0] / cand[cand > 0])
-            n_cand.append(cand[cand > 0])
-    ca = np.concatenate(cas)
+            parts.append(_share_farther(pred[rows] @ y[group].T, s_y, art[rows][:, None] != art[group][None, :]))
+    ca, n_cand = (np.concatenate(p) for p in zip(*parts))
     return {"ca": float(ca.mean()) if len(ca) else None, "rows": int(len(ca)),
-            "mean_candidates": float(np.concatenate(n_cand).mean()) if len(ca) else None,
+            "mean_candidates": float(n_cand.mean()) if len(ca) else None,
             "pool": "all scored rows" if batch_size is None else f"seeded batches of {batch_size}",
             "negatives": "targets of other documents only"}

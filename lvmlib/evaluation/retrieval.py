@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.bank import CONTEXT, Bank, check_split, train_subset
-from .core import EvalError
+from ..data.bank import CONTEXT, Bank
+from .core import EvalError, _train_windows
 
 CHUNK = 8192   # training windows added to a context index at a time (bounds the memory of the keys)
 
@@ -15,26 +15,16 @@ def _as_queries(queries, dim: int) -> np.ndarray:
     if q.ndim == 1:
         q = q[None, :]
     if q.ndim != 2 or q.shape[1] != dim:
-        raise ValueError(f"queries must have shape (Q, {dim}), got {np.shape(queries)}")
+        raise EvalError(f"queries must have shape (Q, {dim}), got {np.shape(queries)}")
     if not np.isfinite(q).all():
-        raise ValueError("queries contain NaN/inf")
+        raise EvalError("queries contain NaN/inf")
     return np.ascontiguousarray(q)
 
 
-def _check_k(k: int, size: int) -> int:
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k > size:
-        raise ValueError(f"k={k} but the index holds only {size} concepts")
+def _check_k(k: int, size: int, what: str = "concepts") -> int:
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
+        raise EvalError(f"k must be an integer in 1..{size} (the index holds only {size} {what}), got {k!r}")
     return int(k)
-
-
-def _flat_ip_index(dim: int, parts):
-    import faiss  # imported here so the rest of lvmlib works without it
-    index = faiss.IndexFlatIP(dim)
-    for vectors in parts:
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
 
 
 def brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,30 +41,36 @@ def brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[
     return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top, order, axis=1).astype(np.int64)
 
 
-class ConceptIndex:
+class _FlatIndex:
+    """Exact inner-product search over keys added in parts; ids[i] is the bank row that key i stands for."""
+
+    def __init__(self, bank: Bank, ids: np.ndarray, dim: int, what: str, parts):
+        import faiss  # imported here so the rest of lvmlib works without it
+        self.bank, self.ids, self.what, self.index = bank, ids, what, faiss.IndexFlatIP(dim)
+        for keys in parts:
+            self.index.add(np.ascontiguousarray(keys, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _search(self, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, local = self.index.search(keys, _check_k(k, len(self), self.what))
+        return scores, self.ids[local]
+
+
+class ConceptIndex(_FlatIndex):
     """Exact cosine search over the bank (all concepts, or one split's), returning global bank rows."""
 
     def __init__(self, bank: Bank, split: str | None = None):
-        if split is None:
-            rows = np.arange(len(bank), dtype=np.int64)
-        else:
-            check_split(split)
-            rows = np.flatnonzero(np.isin(bank.article, bank.articles_in(split))).astype(np.int64)
+        rows = np.arange(len(bank)) if split is None else np.flatnonzero(np.isin(bank.article, bank.articles_in(split)))
         if len(rows) == 0:
-            raise ValueError(f"no concepts to index (split={split!r})")
-        self.bank, self.split = bank, split
-        self.rows = rows  # index position -> global bank row
-        self.index = _flat_ip_index(bank.dim, [bank.vectors[rows]])
-
-    def __len__(self) -> int:
-        return int(self.index.ntotal)
+            raise EvalError(f"no concepts to index (split={split!r})")
+        self.split, self.rows = split, rows.astype(np.int64)  # index position -> global bank row
+        super().__init__(bank, self.rows, bank.dim, "concepts", [bank.vectors[rows]])
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by cosine: (scores (Q, k) float32, ids (Q, k) int64 global bank rows), best first."""
-        q = _as_queries(queries, self.bank.dim)
-        k = _check_k(k, len(self))
-        scores, local = self.index.search(q, k)
-        return scores, self.rows[local]
+        return self._search(_as_queries(queries, self.bank.dim), k)
 
     def decode(self, queries, k: int = 1) -> list[list[dict]]:
         """Vector -> text: per query, its k nearest concepts with score, text, article title and position."""
@@ -85,40 +81,24 @@ class ConceptIndex:
                  for score, row in zip(q_scores, q_ids)] for q_scores, q_ids in zip(scores, ids)]
 
 
-def train_windows(bank: Bank, train_concepts: int | None = None) -> np.ndarray:
-    """Bank rows of the targets of every training window of the nested subset (as sequences() gives)."""
-    starts, lengths = train_subset(bank, train_concepts)
-    parts = [s + np.arange(CONTEXT, n) for s, n in zip(starts, lengths) if n > CONTEXT]
-    if not parts:
-        raise EvalError("the training subset has no ctx-5 windows")
-    return np.concatenate(parts).astype(np.int64)
-
-
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     """Each row of (n, 5, D) contexts flattened and normalised: (n, 5·D) float32, the key of a context."""
     flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     return np.ascontiguousarray(flat / np.linalg.norm(flat, axis=1, keepdims=True))
 
 
-class ContextIndex:
-    """The training windows of a nested subset, searchable by context (cosine of the concatenated contexts)."""
+class ContextIndex(_FlatIndex):
+    """The training windows of a nested subset (`targets`: their next concepts' rows), searchable by context."""
 
     def __init__(self, bank: Bank, train_concepts: int | None = None):
-        self.bank, self.train_concepts = bank, train_concepts
-        self.targets = train_windows(bank, train_concepts)
-        self.index = _flat_ip_index(CONTEXT * bank.dim, (
-            _unit_rows(bank.vectors[self.targets[s:s + CHUNK, None] + np.arange(-CONTEXT, 0)])
-            for s in range(0, len(self.targets), CHUNK)))
-
-    def __len__(self) -> int:
-        return len(self.targets)
+        train = _train_windows(bank, train_concepts, "context index")
+        self.train_concepts, self.targets = train_concepts, train.index
+        super().__init__(bank, self.targets, CONTEXT * bank.dim, "training windows",
+                         (_unit_rows(train.context_batch(slice(s, s + CHUNK))) for s in range(0, len(train), CHUNK)))
 
     def search(self, contexts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(context cosines (M, k), bank rows of the neighbours' TRUE next concepts (M, k)), nearest first."""
-        if not 1 <= k <= len(self):
-            raise EvalError(f"k must be in 1..{len(self)} (training windows), got {k}")
-        scores, ids = self.index.search(_unit_rows(contexts), k)
-        return scores, self.targets[ids]
+        return self._search(_unit_rows(contexts), k)
 
 
 class NearestContextPredictor(ContextIndex):
@@ -127,7 +107,7 @@ class NearestContextPredictor(ContextIndex):
 
     def __init__(self, bank: Bank, train_concepts: int | None = None, k: int = 8):
         super().__init__(bank, train_concepts)
-        self.k = _check_k(k, len(self))
+        self.k = _check_k(k, len(self), self.what)
 
     def __call__(self, contexts: np.ndarray) -> np.ndarray:
         scores, nxt = self.search(contexts, self.k)
