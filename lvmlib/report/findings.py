@@ -29,8 +29,7 @@ def separated(a: tuple, b: tuple) -> int:
 
 
 def paired_gain(model_cos: list, baseline_cos, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): each row's cosine averaged over the seeds' runs minus the baseline's on the same row,
-    with a bootstrap 95 % CI over rows."""
+    """(mean, low, high) of each row's cosine, averaged over seeds, minus the baseline's; bootstrap CI over rows."""
     per_row = np.mean(np.stack([np.asarray(c, dtype=float) for c in model_cos]), axis=0) - np.asarray(baseline_cos)
     b = bootstrap_mean(per_row, seed=seed)
     return b["mean"], b["ci_low"], b["ci_high"]
@@ -58,8 +57,7 @@ def convergence(rows: pd.DataFrame) -> str:
 
 
 def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
-    """The report's scale: bank, encoder and D, model sizes, optimizer steps, training windows, device and
-    seeds (the runner adds profile, commit and wall time)."""
+    """The report's scale: bank, encoder, models, steps, windows, device, seeds (the runner adds commit, time)."""
     m, enc = bank.manifest, bank.manifest.get("encoder") or {}
     out = {"bank": f"{m.get('name') or (bank.path.name if bank.path else 'in memory')}: {len(bank):,} concepts, "
                    f"{int(np.unique(bank.article).size):,} articles",
@@ -99,8 +97,7 @@ def gain_over(name: str, gains: dict) -> str:
 
 
 def chosen_lr(sweep: pd.DataFrame) -> dict:
-    """Per model, the learning rate whose converged run scored best on VAL (ties: the smaller);
-    a model with no converged sweep run keeps no choice."""
+    """Per model with a converged sweep run, the learning rate of the best on VAL (ties: the smaller)."""
     ok, _ = converged_only(sweep)
     return {m: float(g.sort_values(["val_cos", "lr"], ascending=[False, True]).lr.iloc[0])
             for m, g in ok.groupby("model", sort=False)}
@@ -147,8 +144,7 @@ def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.Dat
 
 
 def more_data(curve: pd.DataFrame, x: str = "train_sequences", metric: str = "val_cos") -> str:
-    """Per model, whether the largest training size still scores above the next largest (separated
-    intervals), has levelled off, or falls. curve: seed_summary rows by (model, x)."""
+    """Per model (curve: seed_summary by model, x), whether the largest size still rises, levels off or falls."""
     verdicts = {1: [], 0: [], -1: []}
     for model, group in curve.groupby("model", sort=False):
         if len(group) > 1:
@@ -258,9 +254,8 @@ def dataset(card: dict) -> list[str]:
 # Notebook 04 (beyond copy-last): objectives on one backbone against a predictability ceiling.
 
 def best_forward(summary: pd.DataFrame, floor: float | None = None, metric: str = "val_margin"):
-    """The configuration with the largest `metric` among those whose VAL cosine is above `floor` (a
-    constant predictor's, e.g. the global mean's): a margin won by pointing away from every concept
-    is no forward prediction. None if there is none."""
+    """The largest `metric` among configurations whose VAL cosine is above `floor` (a constant's), else None:
+    a margin won by pointing away from every concept is no forward prediction."""
     ok = summary if floor is None or "val_cos" not in summary else summary[summary.val_cos > floor]
     return None if ok.empty else ok.loc[ok[metric].idxmax()]
 

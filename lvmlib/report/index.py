@@ -66,8 +66,7 @@ def _folders(parent: Path) -> list[Path]:
 
 
 def collect_runs(outputs_root: str | os.PathLike = "outputs") -> dict[str, list[dict[str, Any]]]:
-    """{notebook stem: [run summaries, newest first]} from ``<root>/<stem>/<run>/`` folders (not dot-folders);
-    a run without run.json is "incomplete", an unreadable run.json or metrics.json is named."""
+    """{notebook stem: [summaries of ``<root>/<stem>/<run>/``, newest first]}; no run.json: "incomplete"."""
     groups = {nb.name: [_run_summary(p) for p in reversed(_folders(nb))] for nb in _folders(Path(outputs_root))}
     return {stem: runs for stem, runs in groups.items() if runs}
 

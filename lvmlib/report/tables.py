@@ -65,8 +65,7 @@ def _pf(test: dict) -> str:
 
 
 def five_cat_table(evals: dict) -> pd.DataFrame:
-    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail, and the gates
-    passed out of every gate of both splits."""
+    """One row per (configuration, split): each 5CAT value, its gate's PASS/fail, and the gates passed overall."""
     rows = []
     for label, ev in evals.items():
         fc = ev["five_cat"]
