@@ -4,6 +4,7 @@ dashed lines; numbers quoted from a seed report ("theirs") only in a panel of th
 from __future__ import annotations
 
 import math
+import sys
 import textwrap
 import zlib
 from typing import Any, Mapping
@@ -33,10 +34,6 @@ def colour(name: Any) -> Any:
     return PALETTE.get(name) or _BY_LOWER.get(name.lower()) or _SAFE[zlib.crc32(name.encode()) % len(_SAFE)]
 
 
-def theirs_title(seed: Any, file: Any) -> str:
-    return f"Theirs (seed report {seed}, {file})"
-
-
 def table_number(v: float) -> str:
     """A table cell: whole numbers with thousands separators, others to 3 decimals (4 below 0.01), never 1e-3."""
     if not np.isfinite(v):
@@ -57,11 +54,8 @@ def set_theme() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11,
                                 "figure.titlesize": 12})
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
+    ipython = sys.modules.get("IPython")  # a running shell has imported it
+    shell = ipython.get_ipython() if ipython else None
     if shell is not None and "IPKernelApp" in shell.config:
         shell.run_line_magic("matplotlib", "inline")
 
@@ -76,15 +70,17 @@ def _frame(data, cols, y: str, which: str):
     return df[df[y].notna()], df[df[y].isna()]
 
 
-def _theirs(theirs, seed, file, x: str, y: str, hue: str | None, xlabel: str = ""):
-    """The theirs panel (title, rows, x, y, hue, no CIs, x label naming the rows they give no value)."""
+def _theirs(theirs, seed, file, x: str, y: str, hue: str | None, xlabel: str = "") -> list:
+    """[the theirs panel] (title, rows, x, y, hue, no CIs, x label naming the rows they give no value), or []."""
+    if theirs is None:
+        return []
     if seed is None or file is None:
         raise ValueError("theirs needs theirs_seed and theirs_file: quoted numbers name their source")
     df, gone = _frame(theirs, (x, y, hue), y, "theirs")
     rows = gone[[c for c in (hue, x) if c]].itertuples(index=False)
     names = ", ".join(dict.fromkeys(" ".join(map(str, r)) for r in rows))
     note = textwrap.fill("not reported: " + names, 50) if names else ""
-    return theirs_title(seed, file), df, x, y, hue, False, "\n".join(filter(None, (xlabel, note)))
+    return [(f"Theirs (seed report {seed}, {file})", df, x, y, hue, False, "\n".join(filter(None, (xlabel, note))))]
 
 
 def _grid(n: int, *, ncols: int, w: float, h: float, sharey: bool = True):
@@ -150,10 +146,9 @@ def bars(frame, *, x: str, y: str, hue: str | None = None, refs: Mapping[str, fl
     """Grouped bars of ``y`` by ``x`` (and ``hue``) with CI error bars, ``refs`` as labelled lines, and
     ``theirs`` (quoted, no error bars) in a panel of its own at the left."""
     ours, _ = _frame(frame, (x, y, hue), y, "bars")
-    panels = [(OURS_TITLE if theirs is not None else "", ours, x, y, hue, True, "")]
-    if theirs is not None:
-        th = theirs_hue or (hue if hue in getattr(theirs, "columns", ()) else None)
-        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, theirs_x or x, theirs_y or y, th))
+    th = theirs_hue or (hue if hue in getattr(theirs, "columns", ()) else None)
+    panels = _theirs(theirs, theirs_seed, theirs_file, theirs_x or x, theirs_y or y, th) + [
+        (OURS_TITLE if theirs is not None else "", ours, x, y, hue, True, "")]
     n_bars = max(len(p[1]) for p in panels)
     fig, axes = _grid(len(panels), ncols=2, w=max(3.5, 0.35 * n_bars + 1.2), h=3.8)
     order = list(dict.fromkeys(ours[x].astype(str)))  # theirs follow our order where they share a name
@@ -194,11 +189,9 @@ def lines(frame, *, x: str, y: str, hue: str, facet: str | None = None, refs: Ma
         groups = [(f"lines {i // size + 1} of {k}" if k > 1 else "",
                    df[df[hue].astype(str).isin(names[i:i + size])]) for i in range(0, len(names), size)]
     ours = OURS_TITLE if theirs is not None else ""
-    panels = [(": ".join(filter(None, (ours, t))), d, x, y, hue, True, xlabel or x) for t, d in groups]
-    if theirs is not None:
-        tx = theirs_x or x
-        panels.insert(0, _theirs(theirs, theirs_seed, theirs_file, tx, theirs_y or y, theirs_hue or hue,
-                                 theirs_xlabel or xlabel or tx))
+    panels = _theirs(theirs, theirs_seed, theirs_file, theirs_x or x, theirs_y or y, theirs_hue or hue,
+                     theirs_xlabel or xlabel or theirs_x or x) + [
+        (": ".join(filter(None, (ours, t))), d, x, y, hue, True, xlabel or x) for t, d in groups]
     fig, axes = _grid(len(panels), ncols=3, w=4.2, h=3.4)
     for ax, (ptitle, d, px, py, ph, ci, pxlabel) in zip(axes, panels):
         for h, g in d.groupby(d[ph].astype(str), sort=False):

@@ -10,12 +10,10 @@ from ..data import sequences
 from ..evaluation import ConceptIndex, predict_all
 from ..runs import as_predict
 
-SNIPPET = 160
 
-
-def _snippet(text: str) -> str:
+def _snippet(text: str, limit: int = 160) -> str:
     text = " ".join(str(text).split())
-    return html.escape(text if len(text) <= SNIPPET else text[:SNIPPET - 1] + "…")
+    return html.escape(text if len(text) <= limit else text[:limit - 1] + "…")
 
 
 def pick_windows(bank, n: int = 5, seed: int = 0) -> np.ndarray:

@@ -60,20 +60,15 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
             "finding": portable(unreadable or next(iter(tldr_items(metrics.get("tldr"))), NONE))}
 
 
+def _folders(parent: Path) -> list[Path]:
+    """Sub-folders but dot-folders, by name (run folders start with their UTC start: by time, even without run.json)."""
+    return sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")) if parent.is_dir() else []
+
+
 def collect_runs(outputs_root: str | os.PathLike = "outputs") -> dict[str, list[dict[str, Any]]]:
-    """{notebook stem: [run summaries, newest first]} from ``<root>/<stem>/<run>/`` folders (not dot-folders);
-    a run without run.json is "incomplete", an unreadable run.json or metrics.json is named."""
-    root = Path(outputs_root)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    if not root.is_dir():
-        return groups
-    for nb_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        # folder names start with the UTC start time: they sort by time even without run.json
-        runs = sorted((p for p in nb_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.name, reverse=True)
-        if runs:
-            groups[nb_dir.name] = [_run_summary(p) for p in runs]
-    return groups
+    """{notebook stem: [summaries of ``<root>/<stem>/<run>/``, newest first]}; no run.json: "incomplete"."""
+    groups = {nb.name: [_run_summary(p) for p in reversed(_folders(nb))] for nb in _folders(Path(outputs_root))}
+    return {stem: runs for stem, runs in groups.items() if runs}
 
 
 def _row(stem: str, r: dict[str, Any]) -> str:

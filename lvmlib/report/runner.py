@@ -27,9 +27,6 @@ REPORT_DIR_ENV = "LVM_REPORT_DIR"
 DEFAULT_KERNEL = "lvm-lab"
 # torch in a Jupyter kernel on 2 vCPUs spin-waits without this (TOOLING.md: 4-60x slower).
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-# The kernel is local: Unix-socket (ipc) transport instead of TCP on localhost. Over TCP without
-# CurveZMQ keys ipykernel warns "Kernel is running over TCP without encryption" on every run.
-KERNEL_MANAGER_CONFIG = {"KernelManager": {"transport": "ipc"}}
 # run.json is written last: a folder without it never finished
 RUN_FILES = ("report.html", "notebook.ipynb", "params.yaml", "metrics.json", "run.json")
 
@@ -109,11 +106,8 @@ def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
     resolved: dict[str, Any] = {}
     unresolved: dict[str, str] = {}
     for name, info in declared.items():
-        if name in overrides:
-            resolved[name] = overrides[name]
-            continue
         try:
-            resolved[name] = ast.literal_eval(info["default"])
+            resolved[name] = overrides[name] if name in overrides else ast.literal_eval(info["default"])
         except (ValueError, SyntaxError, TypeError):
             unresolved[name] = info["default"]
     return resolved, unresolved
@@ -137,17 +131,13 @@ def _git(args: list[str], cwd: Path) -> str | None:
 def git_state(where: Path, exclude: Path | None = None) -> dict[str, Any]:
     """Short sha and dirtiness of the repository holding ``where``; ``exclude`` (the outputs folder) is left
     out of the dirty check, so earlier reports do not make every later run "-dirty"."""
-    top = _git(["rev-parse", "--show-toplevel"], where)
-    sha = _git(["rev-parse", "--short", "HEAD"], where) if top else None
-    if not top or not sha:
+    found = _git(["rev-parse", "--show-toplevel", "--short", "HEAD"], where)   # no repository or no commit: None
+    if not found:
         return {"sha": None, "dirty": None, "label": "nogit"}
-    pathspec = ["."]
-    if exclude is not None:
-        with contextlib.suppress(ValueError):
-            rel = Path(exclude).resolve().relative_to(Path(top).resolve())
-            if str(rel) != ".":
-                pathspec.append(f":(exclude){rel.as_posix()}")
-    status = _git(["status", "--porcelain", "--", *pathspec], Path(top))
+    top, sha = found.splitlines()
+    top, out = Path(top).resolve(), Path(exclude if exclude is not None else top).resolve()
+    skip = [f":(exclude){out.relative_to(top).as_posix()}"] if out != top and out.is_relative_to(top) else []
+    status = _git(["status", "--porcelain", "--", ".", *skip], top)
     dirty = bool(status) if status is not None else None
     return {"sha": sha, "dirty": dirty, "label": sha + ("-dirty" if dirty else "")}
 
@@ -193,19 +183,17 @@ def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel:
     # papermill starts the kernel from os.environ; it must import the runner's lvmlib (save_metrics)
     pythonpath = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
     with mock.patch.dict(os.environ, {**KERNEL_ENV, REPORT_DIR_ENV: str(run_dir), "PYTHONPATH": pythonpath}):
-        try:
+        try:  # a local kernel over Unix sockets: over TCP ipykernel warns "... without encryption" every run
             papermill.execute_notebook(
                 str(nb_path), str(partial), parameters=dict(overrides), kernel_name=kernel,
                 cwd=str(nb_path.parent), execution_timeout=execution_timeout, start_timeout=start_timeout,
-                progress_bar=False, log_output=False, config=Config(KERNEL_MANAGER_CONFIG))
+                progress_bar=False, log_output=False, config=Config({"KernelManager": {"transport": "ipc"}}))
         except Exception as exc:  # PapermillExecutionError, kernel death, timeouts, ...
             error = exc
-    if partial.exists():
-        executed = nbformat.read(partial, as_version=4)
-        os.replace(partial, run_dir / "notebook.ipynb")
-    else:  # failed before papermill wrote anything (e.g. kernel would not start)
-        executed = nbformat.read(nb_path, as_version=4)
-        files.write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
+    # no partial notebook: it failed before papermill wrote anything (e.g. the kernel would not start)
+    executed = nbformat.read(partial if partial.exists() else nb_path, as_version=4)
+    files.write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
+    partial.unlink(missing_ok=True)
     return executed, error
 
 
@@ -307,10 +295,9 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
         raise ReportError(f"notebook {notebook}: no such file")
     if nb_path.suffix != ".ipynb":
         raise ReportError(f"notebook {notebook}: expected an .ipynb file")
-    outputs = Path(outputs_root).resolve()
-    overrides = load_params(params_file)
-    where = f"params file {params_file}" if params_file is not None else "parameters"
-    resolved, unresolved = resolve_params(nb_path, overrides, where)
+    outputs, overrides = Path(outputs_root).resolve(), load_params(params_file)
+    resolved, unresolved = resolve_params(nb_path, overrides, "parameters" if params_file is None else
+                                          f"params file {params_file}")
     resolved = portable(resolved)
     ensure_kernel(kernel)
     git = git_state(nb_path.parent, exclude=outputs)
@@ -321,22 +308,19 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
     executed, error = _execute(nb_path, run_dir, overrides, kernel, execution_timeout, start_timeout)
     finished = _dt.datetime.now(_dt.timezone.utc)
     metrics_saved = (run_dir / "metrics.json").exists()
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if metrics_saved else {}
     if not metrics_saved:
-        files.write_json(run_dir / "metrics.json", metrics, sort_keys=True)
+        files.write_json(run_dir / "metrics.json", {}, sort_keys=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     info = {
         "notebook": portable(str(nb_path)),
         "params_file": portable(str(Path(params_file).resolve())) if params_file is not None else None,
         "status": "ok" if error is None else "failed",
         "error": None if error is None else _describe_error(error),
         "run_id": run_dir.name, "params_hash": p_hash, "unresolved_defaults": unresolved,
-        "started_utc": started.isoformat(timespec="seconds"),
-        "finished_utc": finished.isoformat(timespec="seconds"),
+        "started_utc": started.isoformat(timespec="seconds"), "finished_utc": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 3),
-        "git": git, "kernel": kernel, "execution_timeout_s": execution_timeout,
-        "start_timeout_s": start_timeout, "metrics_saved": metrics_saved,
-        **environment_facts(),
-    }
+        "git": git, "kernel": kernel, "execution_timeout_s": execution_timeout, "start_timeout_s": start_timeout,
+        "metrics_saved": metrics_saved, **environment_facts()}
     page = render_html(executed, f"{nb_path.stem} {run_dir.name}", *_report_cells(info, metrics, resolved, unresolved))
     files.write_text(run_dir / "report.html", page)
     files.write_json(run_dir / "run.json", info, sort_keys=True)  # last: its presence marks a finished run

@@ -8,9 +8,9 @@ from scipy import stats
 
 def fmt_ci(mean, low, high, digits: int = 3) -> str:
     """`0.543 [0.536, 0.550]`; just the mean when there is no interval."""
-    if mean is None or pd.isna(mean):
+    if pd.isna(mean):
         return "—"
-    if low is None or high is None or pd.isna(low) or pd.isna(high):
+    if pd.isna(low) or pd.isna(high):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -29,11 +29,9 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), level: float = 0.95) -> pd.DataFrame:
     """One row per configuration: seeds, each metric's mean and t-interval over seeds (m, m_low, m_high; one
     seed keeps its row's own interval), compute columns averaged, `converged` only if every seed converged."""
-    df = pd.DataFrame(rows)
-    out = []
-    for key, group in df.groupby(by, sort=False):
-        entry = dict(zip([by] if isinstance(by, str) else by, key if isinstance(key, tuple) else (key,)))
-        entry["seeds"] = len(group)
+    by, out = [by] if isinstance(by, str) else list(by), []
+    for key, group in pd.DataFrame(rows).groupby(by, sort=False):
+        entry = {**dict(zip(by, key)), "seeds": len(group)}
         for m in metrics:
             entry[m], entry[f"{m}_low"], entry[f"{m}_high"] = t_interval(group[m], level)
             if len(group) == 1 and f"{m}_low" in group:    # one seed: keep the row bootstrap's interval
@@ -57,14 +55,9 @@ def with_cis(summary: pd.DataFrame, metrics, names: dict | None = None) -> pd.Da
 
 def history_frame(fits: dict) -> pd.DataFrame:
     """Per-epoch training history of several runs, long form (label, epoch, split, loss, val_cosine)."""
-    rows = []
-    for label, result in fits.items():
-        for h in result.history:
-            for split in ("train", "val"):
-                if h.get(f"{split}_loss") is not None:
-                    rows.append({"label": label, "epoch": h.get("epoch"), "split": split, "loss": h[f"{split}_loss"],
-                                 "val_cosine": h.get("val_cosine")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"label": label, "epoch": h.get("epoch"), "split": split, "loss": h[f"{split}_loss"],
+                          "val_cosine": h.get("val_cosine")} for label, result in fits.items() for h in result.history
+                         for split in ("train", "val") if h.get(f"{split}_loss") is not None])
 
 
 def _pf(test: dict) -> str:
@@ -72,8 +65,7 @@ def _pf(test: dict) -> str:
 
 
 def five_cat_table(evals: dict) -> pd.DataFrame:
-    """One row per (configuration, split): every 5CAT value beside its gate's pass/fail, and the gates
-    passed out of every gate of both splits."""
+    """One row per (configuration, split): each 5CAT value, its gate's PASS/fail, and the gates passed overall."""
     rows = []
     for label, ev in evals.items():
         fc = ev["five_cat"]

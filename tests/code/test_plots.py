@@ -179,7 +179,3 @@ def test_offset_sweep_marks_true_next_and_peaks():
     assert sorted(float(p.get_xdata()[0]) for p in peaks) == [0, 0, 1, 1]
     df = pd.DataFrame(rows[:7]).assign(c_k_low=lambda d: d.c_k - 0.01, c_k_high=lambda d: d.c_k + 0.01)
     assert _errorbars(plots.offset_sweep(df).axes[0])
-
-
-def test_theirs_title():
-    assert plots.theirs_title("004", "seeds/004_a.txt") == "Theirs (seed report 004, seeds/004_a.txt)"
