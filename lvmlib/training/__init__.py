@@ -13,7 +13,7 @@ from .. import files
 from ..config import ConfigError, RunSpec, dump_yaml
 from ..data import open_bank, sequences
 from ..models import ModelError, build_model, count_parameters
-from .checkpoint import CheckpointError, fingerprint_of, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, fingerprint_of, load_checkpoint, save_checkpoint
 from .loop import CONVERGED, FitResult, dist_info, fit, pick_device, seed_everything, validate
 
 
@@ -31,22 +31,18 @@ def _init_distributed(device_name: str) -> bool:
 
 def _check_device(name: str) -> None:
     """params.train.device must name a device this machine has: a ConfigError before any work."""
-    if name == "auto":
-        return
     try:
-        device = torch.device(name)
+        device = torch.device("cpu" if name == "auto" else name)
     except RuntimeError:
         raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
                           ) from None
-    mps, problem = getattr(torch.backends, "mps", None), None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        problem = f"torch {torch.__version__} sees no CUDA device on this machine; use auto or cpu"
-    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        problem = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
-    elif device.type == "mps" and not (mps is not None and mps.is_available()):
-        problem = "MPS is not available here; use auto or cpu"
-    if problem:
-        raise ConfigError(f"params.train.device: {name!r}, but {problem}")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        problem = f"torch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s) on this machine"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problem = "MPS is not available here"
+    else:
+        return
+    raise ConfigError(f"params.train.device: {name!r}, but {problem}; use auto or cpu")
 
 
 def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
@@ -83,4 +79,4 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
 
 
 __all__ = ["CONVERGED", "CheckpointError", "FitResult", "dist_info", "fingerprint_of", "fit", "load_checkpoint",
-           "pick_device", "read_checkpoint", "save_checkpoint", "seed_everything", "train", "validate"]
+           "pick_device", "save_checkpoint", "seed_everything", "train", "validate"]
