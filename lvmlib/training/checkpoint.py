@@ -1,8 +1,6 @@
 """Checkpoints that prove what they hold (SPEC defect 7): weights, model config, a probe (the model's outputs
 on fixed seeded inputs) and the run's record. Loading rebuilds the model and re-runs the probe, so a truncated,
 corrupted or altered file, or weights that do not fit their config, is refused with an error naming the file."""
-from __future__ import annotations
-
 import copy
 from pathlib import Path
 

@@ -2,8 +2,7 @@
 LR schedule, gradient clipping, early stopping, the best weights by val loss. All randomness of epoch e is seeded
 from (seed, e), so a resumed run replays an uninterrupted one bit for bit. Under torch.distributed each rank trains
 on its shard of every batch; only rank 0 writes."""
-from __future__ import annotations
-
+import contextlib
 import hashlib
 import math
 import os
@@ -21,12 +20,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..config import ConfigError, RunSpec
+from .. import files
+from ..config import ConfigError, RunSpec, dump_yaml
 from ..curriculum import Curriculum, curriculum_config
-from ..data import Sequences
+from ..data import Sequences, open_bank, sequences
 from ..data.bank import neighbour_rows
 from ..losses import FLOW_VAL_SEED, Objective
-from ..models import LVM
+from ..models import LVM, ModelError, build_model, count_parameters
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # stop reasons; those in CONVERGED mean the run had stopped improving
@@ -151,13 +151,14 @@ def validate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
     return {"loss": total / n, "cosine": cos_sum / n, "parts": {k: v / n for k, v in parts.items()}}
 
 
-def _scheduler(optimizer, tcfg, total_steps: int):
+def _scheduler(optimizer, tcfg, n_train: int):
     """plateau: ReduceLROnPlateau on the val loss, stepped per epoch; cosine: stepped per batch, linear
     warm-up over warmup_steps, then cosine decay to 0 at the last planned step."""
     if tcfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience)
-    warm, total = tcfg.warmup_steps, max(total_steps, 1)
+    warm, total = tcfg.warmup_steps, max(min(math.ceil(n_train / tcfg.batch_size) * tcfg.epochs,
+                                             tcfg.max_steps or math.inf), 1)
 
     def factor(step):
         if step < warm:
@@ -186,14 +187,11 @@ def _resumable(spec: dict) -> dict:
 
 def _check_resumable(last: dict, record: dict, model: LVM, where) -> None:
     """A resume must continue the same run: same model, data, seed and settings (epochs may grow)."""
-    for what, saved, now in (("model config", last.get("model_config"), model.config),
-                             ("data", last.get("data"), record["data"]),
-                             ("params", _resumable(last.get("spec") or {}), _resumable(record["spec"]))):
-        if saved != now:
-            saved, now = saved or {}, now or {}
-            key = next((k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)), None)
-            raise CheckpointError(f"{where}: {what} differ from the saved run at {key!r} "
-                                  f"({saved.get(key)!r} vs {now.get(key)!r})")
+    saved = {**_resumable(last.get("spec") or {}), "model_config": last.get("model_config"), "rows": last.get("data")}
+    now = {**_resumable(record["spec"]), "model_config": model.config, "rows": record["data"]}
+    key = next((k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)), None)
+    if key is not None:
+        raise CheckpointError(f"{where}: {key!r} differs from the saved run ({saved.get(key)!r} vs {now.get(key)!r})")
     if last.get("optimizer") is None:
         raise CheckpointError(f"{where}: has no optimizer state to resume from")
 
@@ -252,13 +250,12 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
         return FitResult(model.eval(), history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
                          out_dir, str(device))
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    per_epoch = math.ceil(len(train_t) / tcfg.batch_size)
-    scheduler = _scheduler(optimizer, tcfg, min(per_epoch * tcfg.epochs, tcfg.max_steps or math.inf))
-    best_weights = None
+    scheduler = _scheduler(optimizer, tcfg, len(train_t))
+    best_weights, best = None, state["best"]
     if resume:
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
-        if state["best"]["epoch"] is not None:
+        if best["epoch"] is not None:
             best_weights = load_checkpoint(out_dir / "best.pt")[0].state_dict()
     step_module = (objective if world == 1 else
                    DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None))
@@ -304,7 +301,6 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
         ev = validate(objective, val_t, tcfg.eval_batch_size)
         if tcfg.schedule == "plateau":
             scheduler.step(ev["loss"])
-        best = state["best"]
         improved = ev["loss"] < best["val_loss"]
         if improved:
             best.update(epoch=epoch + 1, val_loss=ev["loss"], val_cosine=ev["cosine"], bad_epochs=0)
@@ -333,6 +329,67 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
                        file=sys.stderr)
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    return FitResult(model.eval(), history, state["best"]["epoch"], state["best"]["val_loss"],
-                     state["best"]["val_cosine"], len(history), state["stop_reason"] or MAX_EPOCHS, state["steps"],
-                     time.perf_counter() - started, out_dir, str(device))
+    return FitResult(model.eval(), history, best["epoch"], best["val_loss"], best["val_cosine"], len(history),
+                     state["stop_reason"] or MAX_EPOCHS, state["steps"], time.perf_counter() - started, out_dir,
+                     str(device))
+
+
+def _init_distributed(device_name: str) -> bool:
+    """Join the process group torchrun set up (nccl on CUDA, gloo otherwise). True if we did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def _check_device(name: str) -> None:
+    """params.train.device must name a device this machine has: a ConfigError before any work."""
+    try:
+        device = torch.device("cpu" if name == "auto" else name)
+    except RuntimeError:
+        raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+                          ) from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        problem = f"torch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s) on this machine"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problem = "MPS is not available here"
+    else:
+        return
+    raise ConfigError(f"params.train.device: {name!r}, but {problem}; use auto or cpu")
+
+
+def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
+    """Run the training a spec describes; params, checkpoints and history go to spec.out (if set), whose
+    .lock rank 0 (the only writer) holds once data and model are known good (a bad spec leaves no folder)."""
+    _check_device(spec.train.device)
+    started_dist = _init_distributed(spec.train.device)
+    try:
+        rank, _ = dist_info()
+        seed_everything(spec.seed)
+        data = spec.data
+        bank = open_bank({"synthetic": data.synthetic} if data.synthetic is not None else {"bank": data.bank})
+        train_seqs, val_seqs = sequences(bank, "train", data.train_concepts), sequences(bank, "val")
+        try:
+            model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
+        except ModelError as e:
+            raise ConfigError(f"params.model: {e}") from None
+        out = Path(spec.out) if spec.out else None
+        writes = out is not None and rank == 0
+        with files.folder_lock(out, "lvm train", "run folder (params.out)") if writes else contextlib.nullcontext():
+            if writes:
+                files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
+            if progress and rank == 0:
+                print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
+                      f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
+            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress,
+                         resume=resume)
+            if writes:
+                files.write_json(out / "history.json", files.to_jsonable(result.history))
+        return result
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
