@@ -1,22 +1,19 @@
 """Checkpoints that prove what they hold (SPEC defect 7): weights, model config, a probe (the model's outputs
 on fixed seeded inputs) and the run's record. Loading rebuilds the model and re-runs the probe, so a truncated,
 corrupted or altered file, or weights that do not fit their config, is refused with an error naming the file."""
-from __future__ import annotations
-
 import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_map_only
 
 from .. import files
 from ..errors import InputError
 from ..models import LVM, ModelError, build_model
 
 FORMAT = "lvmlib-checkpoint/1"
-PROBE_SEED = 20240531
-PROBE_BATCH = 8
-PROBE_ATOL = 1e-5
+PROBE_SEED, PROBE_BATCH, PROBE_ATOL = 20240531, 8, 1e-5
 
 
 class CheckpointError(InputError):
@@ -43,16 +40,6 @@ def _rebuild(config: dict, state: dict, where) -> LVM:
     return model.eval()
 
 
-def _to_cpu(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
 def save_checkpoint(path, model: LVM, **record) -> Path:
     """Write weights + config + probe + `record` atomically, once the model rebuilt from them predicts what
     the live model predicts."""
@@ -65,20 +52,25 @@ def save_checkpoint(path, model: LVM, **record) -> Path:
                            f"trained model predicts (max |diff| {(live - probe).abs().max().item():.3g})")
     payload = {"format": FORMAT, "model_config": dict(model.config), "state_dict": state,
                "probe": {"seed": PROBE_SEED, "outputs": probe}, "torch_version": str(torch.__version__),
-               **_to_cpu(record)}
+               **tree_map_only(torch.Tensor, lambda t: t.detach().cpu(), record)}
     files.atomic_write(path, lambda f: torch.save(payload, f))   # never half a checkpoint on disk
     return path
 
 
-def read_checkpoint(path) -> tuple[LVM, dict]:
-    """(verified CPU model, whole payload)."""
+def fingerprint_of(info: dict) -> str | None:
+    """The bank fingerprint a checkpoint's run trained on (stored once, in its data record)."""
+    return (info.get("data") or {}).get("fingerprint")
+
+
+def load_checkpoint(path, map_location="cpu", expected_fingerprint: str | None = None) -> tuple[LVM, dict]:
+    """A verified model in eval mode and everything saved beside its weights (spec, data, history, ...)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickle of the wrong kind...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: cannot read the checkpoint, truncated or corrupted? "
                               f"({type(e).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -100,18 +92,6 @@ def read_checkpoint(path) -> tuple[LVM, dict]:
         diff = (got - saved).abs().max().item() if got.shape == saved.shape else float("nan")
         raise CheckpointError(f"{path}: probe outputs differ from the saved ones (max |diff| {diff:.3g} > "
                               f"{PROBE_ATOL}): the weights are not those that were saved")
-    return model, payload
-
-
-def fingerprint_of(info: dict) -> str | None:
-    """The bank fingerprint a checkpoint's run trained on (stored once, in its data record)."""
-    return (info.get("data") or {}).get("fingerprint")
-
-
-def load_checkpoint(path, map_location="cpu", expected_fingerprint: str | None = None) -> tuple[LVM, dict]:
-    """A verified model in eval mode and everything saved beside its weights (spec, data, history, ...)."""
-    model, payload = read_checkpoint(path)
     if expected_fingerprint is not None and fingerprint_of(payload) != expected_fingerprint:
         raise CheckpointError(f"{path}: trained on data {fingerprint_of(payload)!r}, expected {expected_fingerprint!r}")
-    info = {k: v for k, v in payload.items() if k != "state_dict"}
-    return model.to(map_location).eval(), info
+    return model.to(map_location).eval(), {k: v for k, v in payload.items() if k != "state_dict"}

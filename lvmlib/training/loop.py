@@ -1,12 +1,8 @@
-"""The training loop: `fit(model, train, val, spec)` on in-memory sequences.
-
-AdamW, a plateau or warm-up + cosine LR schedule, gradient clipping, early stopping, the best weights by
-val loss. All randomness of epoch e is seeded from (seed, e), so a resumed run replays an uninterrupted
-one bit for bit. Under torch.distributed each rank trains on its shard of every batch; only rank 0 writes.
-"""
-from __future__ import annotations
-
-import copy
+"""The training loop: `fit(model, train, val, spec)` on in-memory sequences. AdamW, a plateau or warm-up + cosine
+LR schedule, gradient clipping, early stopping, the best weights by val loss. All randomness of epoch e is seeded
+from (seed, e), so a resumed run replays an uninterrupted one bit for bit. Under torch.distributed each rank trains
+on its shard of every batch; only rank 0 writes."""
+import contextlib
 import hashlib
 import math
 import os
@@ -14,22 +10,24 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..config import ConfigError, RunSpec
+from .. import files
+from ..config import ConfigError, RunSpec, dump_yaml
 from ..curriculum import Curriculum, curriculum_config
-from ..data import Sequences
+from ..data import Sequences, open_bank, sequences
 from ..data.bank import neighbour_rows
 from ..losses import FLOW_VAL_SEED, Objective
-from ..models import LVM
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..models import LVM, ModelError, build_model, count_parameters
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # stop reasons; those in CONVERGED mean the run had stopped improving
 PATIENCE, LR_FLOOR, MAX_EPOCHS, MAX_STEPS = "patience", "lr_floor", "max_epochs", "max_steps"
@@ -51,14 +49,11 @@ def dist_info() -> tuple[int, int]:
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and dist_info()[1] > 1:
+    """The device `name` means here; auto: cuda:local_rank, else mps, else cpu."""
+    if name == "auto" and torch.cuda.is_available() or name == "cuda" and dist_info()[1] > 1:
         return torch.device("cuda", local_rank)
+    if name == "auto":
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -86,6 +81,12 @@ class FitResult:
         return self.out_dir / "best.pt" if self.out_dir else None
 
 
+def _tensor(array: np.ndarray, device, dtype=None) -> torch.Tensor:
+    with warnings.catch_warnings():     # a memory-mapped bank is read-only; nothing writes to it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.ascontiguousarray(array, dtype=dtype), device=device)
+
+
 class _Tensors:
     """One split on the device: the bank's vectors once (shared by the splits of one fit) and each window's
     row; batch(idx) gathers contexts, targets and, only for loss terms that need them, the rollout's future
@@ -93,55 +94,40 @@ class _Tensors:
 
     def __init__(self, seqs: Sequences, device, bank=None, horizon: int | None = None,
                  hard_offsets: list[int] | None = None, *, shared: list | None = None):
-        self.device = torch.device(device)
+        self.device, self._n = torch.device(device), len(seqs)
         self._shared = [] if shared is None else shared      # (array, tensor): each array on the device once
-        as_t = (lambda a: torch.as_tensor(np.ascontiguousarray(a), device=self.device))
-        self._n = len(seqs)
-        self.vectors = self.rows = self.offsets = self.contexts = self.targets = None
-        if seqs.vectors is not None:
-            self.vectors = self._on_device(seqs.vectors)
-            self.rows = as_t(np.asarray(seqs.index, dtype=np.int64))
-            self.offsets = torch.arange(-seqs.context, 0, device=self.device)
+        self.vectors = None if seqs.vectors is None else self._on_device(seqs.vectors)
+        if self.vectors is None:
+            self.contexts, self.targets = (_tensor(a, self.device, np.float32) for a in (seqs.contexts, seqs.targets))
         else:
-            self.contexts = as_t(seqs.contexts.astype(np.float32))
-            self.targets = as_t(seqs.targets.astype(np.float32))
-        self.bank_vectors = self.future = self.valid = self.hard = self.hard_valid = None
-        if horizon or hard_offsets:
-            self.bank_vectors = self._on_device(bank.vectors)
-        if horizon:     # bank rows (M, K) and masks; the vectors are gathered per batch
-            self.future, self.valid = map(as_t, neighbour_rows(bank, seqs.index, range(horizon), seqs.limit))
-        if hard_offsets:
-            self.hard, self.hard_valid = map(as_t, neighbour_rows(bank, seqs.index, hard_offsets, seqs.limit))
+            self.rows = _tensor(seqs.index, self.device, np.int64)
+            self.offsets = torch.arange(-seqs.context, 0, device=self.device)
+        self.neighbours = {}    # (key, mask key) -> bank rows (M, K), mask; the vectors are gathered per batch
+        for keys, offsets in ((("future", "valid"), range(horizon or 0)), (("hard", "hard_valid"), hard_offsets or [])):
+            if len(offsets):
+                rows = neighbour_rows(bank, seqs.index, offsets, seqs.limit)
+                self.neighbours[keys] = [_tensor(a, self.device) for a in rows]
+                self.bank_vectors = self._on_device(bank.vectors)
         seqs.release()  # all-window arrays gathered before (hash, model statistics, curriculum) go now
 
     def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
-        for array, tensor in self._shared:
-            if array is vectors:
-                return tensor
-        v = np.asarray(vectors)
-        with warnings.catch_warnings():     # a memory-mapped bank is read-only; nothing writes to it
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensor = torch.as_tensor(np.ascontiguousarray(v if v.dtype == np.float32 else v.astype(np.float32)),
-                                     device=self.device)
-        self._shared.append((vectors, tensor))
+        tensor = next((t for array, t in self._shared if array is vectors), None)
+        if tensor is None:
+            tensor = _tensor(vectors, self.device, np.float32)
+            self._shared.append((vectors, tensor))
         return tensor
 
     def __len__(self):
         return self._n
 
-    def _neighbours(self, rows, valid, idx):
-        """(B, K, D) bank vectors of windows idx; cells outside the article 0."""
-        if rows is None:
-            return None
-        return self.bank_vectors[rows[idx]].masked_fill_(~valid[idx][..., None], 0.0)
-
     def batch(self, idx: torch.Tensor):
-        """(contexts, targets, {future, valid, hard, hard_valid}: Objective's keyword inputs, None if unused)."""
-        pick = (lambda t: None if t is None else t[idx])
-        extra = {"future": self._neighbours(self.future, self.valid, idx), "valid": pick(self.valid),
-                 "hard": self._neighbours(self.hard, self.hard_valid, idx), "hard_valid": pick(self.hard_valid)}
+        """(contexts, targets, {future, valid, hard, hard_valid}: Objective's keyword inputs for the terms on)."""
+        extra = {}
+        for (key, mask_key), (rows, valid) in self.neighbours.items():
+            extra[key] = self.bank_vectors[rows[idx]].masked_fill_(~valid[idx][..., None], 0.0)   # 0 off-article
+            extra[mask_key] = valid[idx]
         if self.vectors is None:
-            return pick(self.contexts), pick(self.targets), extra
+            return self.contexts[idx], self.targets[idx], extra
         t = self.rows[idx]
         return self.vectors[t[:, None] + self.offsets], self.vectors[t], extra
 
@@ -151,45 +137,34 @@ def validate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
     """Val loss (every term on, no context drop), its parts, and mean cos(y_hat, y)."""
     objective.model.eval()
     total, cos_sum, parts = 0.0, 0.0, {}
-    device = data.device
     # the flow loss draws noise: one fixed stream per evaluation, so val losses compare across epochs
-    gen = torch.Generator(device=device).manual_seed(FLOW_VAL_SEED)
+    gen = torch.Generator(device=data.device).manual_seed(FLOW_VAL_SEED)
     for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.device)
         ctx, tgt, extra = data.batch(idx)
         loss, batch_parts, pred = objective(ctx, tgt, **extra, epoch=None, generator=gen)
-        n = len(idx)
-        total += loss.item() * n
+        total += loss.item() * len(idx)
         cos_sum += F.cosine_similarity(pred, tgt, dim=-1).sum().item()
         for k, v in batch_parts.items():
-            parts[k] = parts.get(k, 0.0) + v.item() * n
+            parts[k] = parts.get(k, 0.0) + v.item() * len(idx)
     n = len(data)
     return {"loss": total / n, "cosine": cos_sum / n, "parts": {k: v / n for k, v in parts.items()}}
 
 
-def _scheduler(optimizer, tcfg, total_steps: int):
+def _scheduler(optimizer, tcfg, n_train: int):
     """plateau: ReduceLROnPlateau on the val loss, stepped per epoch; cosine: stepped per batch, linear
     warm-up over warmup_steps, then cosine decay to 0 at the last planned step."""
     if tcfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience)
-    warm, total = tcfg.warmup_steps, max(total_steps, 1)
+    warm, total = tcfg.warmup_steps, max(min(math.ceil(n_train / tcfg.batch_size) * tcfg.epochs,
+                                             tcfg.max_steps or math.inf), 1)
 
     def factor(step):
         if step < warm:
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@dataclass
-class _State:
-    """What a resumed run needs besides weights and optimizer: progress and the best epoch so far."""
-    history: list = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"epoch": None, "val_loss": math.inf, "val_cosine": float("nan"),
-                                                "bad_epochs": 0})
-    stop_reason: str | None = None
-    steps: int = 0
 
 
 def _record(spec: RunSpec, train: Sequences, val: Sequences, bank) -> dict:
@@ -204,81 +179,21 @@ def _record(spec: RunSpec, train: Sequences, val: Sequences, bank) -> dict:
                      "sequences": rows.hexdigest(), "n_train": len(train), "n_val": len(val)}}
 
 
-# what may differ between a run and its --resume: the epoch cap, the device, and naming
-RESUMABLE = {("train", "epochs"), ("train", "device"), ("label",), ("out",), ("tags",), ("eval",)}
+def _resumable(spec: dict) -> dict:
+    """The spec a --resume must match: all but the epoch cap, the device and naming (label, out, tags, eval)."""
+    kept = {k: v for k, v in spec.items() if k not in ("label", "out", "tags", "eval")}
+    return {**kept, "train": {k: v for k, v in kept.get("train", {}).items() if k not in ("epochs", "device")}}
 
 
 def _check_resumable(last: dict, record: dict, model: LVM, where) -> None:
     """A resume must continue the same run: same model, data, seed and settings (epochs may grow)."""
-    if last.get("model_config") != model.config:
-        raise CheckpointError(f"{where}: saved model config {last.get('model_config')} differs from {model.config}")
-    if last.get("data") != record["data"]:
-        raise CheckpointError(f"{where}: trained on other data ({last.get('data')} vs {record['data']})")
-    saved, now = copy.deepcopy(last.get("spec") or {}), copy.deepcopy(record["spec"])
-    for path in RESUMABLE:
-        for d in (saved, now):
-            (d.get(path[0], {}) if len(path) == 2 else d).pop(path[-1], None)
-    if saved != now:
-        key = next(k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-        raise CheckpointError(f"{where}: params differ from the saved run at {key!r}")
+    saved = {**_resumable(last.get("spec") or {}), "model_config": last.get("model_config"), "rows": last.get("data")}
+    now = {**_resumable(record["spec"]), "model_config": model.config, "rows": record["data"]}
+    key = next((k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)), None)
+    if key is not None:
+        raise CheckpointError(f"{where}: {key!r} differs from the saved run ({saved.get(key)!r} vs {now.get(key)!r})")
     if last.get("optimizer") is None:
         raise CheckpointError(f"{where}: has no optimizer state to resume from")
-
-
-def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, order, tcfg, epoch, gen, bar,
-                 steps_left=None):
-    """One pass over `order` (at most steps_left steps): (summed loss, summed parts, rows this rank saw, steps)."""
-    rank, world = dist_info()
-    device = data.device
-    order_t = torch.as_tensor(order, device=device)
-    loss_sum, part_sums, seen, steps = torch.zeros((), device=device), {}, 0, 0
-    starts = [s for s in range(0, len(order), tcfg.batch_size) if min(tcfg.batch_size, len(order) - s) >= world]
-    for start in bar(starts[:steps_left]):
-        rows = order_t[start:start + tcfg.batch_size]
-        shard = rows[rank::world]
-        ctx, tgt, extra = data.batch(shard)
-        loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
-        # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
-        optimizer.zero_grad(set_to_none=True)
-        (loss * (len(shard) * world / len(rows))).backward()
-        if tcfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
-        optimizer.step()
-        if tcfg.schedule == "cosine":
-            scheduler.step()
-        steps += 1
-        loss_sum += loss.detach() * len(shard)
-        for k, v in parts.items():
-            part_sums[k] = part_sums.get(k, torch.zeros((), device=device)) + v * len(shard)
-        seen += len(shard)
-    return loss_sum, part_sums, seen, steps
-
-
-def _all_reduce(loss_sum, part_sums, seen):
-    """Sum the epoch's loss, parts and row count over the ranks (identity outside DDP)."""
-    if dist_info()[1] == 1:
-        return loss_sum.item(), {k: v.item() for k, v in part_sums.items()}, seen
-    sums = torch.stack([loss_sum, torch.tensor(float(seen), device=loss_sum.device), *part_sums.values()])
-    dist.all_reduce(sums)
-    return sums[0].item(), dict(zip(part_sums, sums[2:].tolist())), sums[1].item()
-
-
-def _after_epoch(state: _State, ev: dict, epoch: int, tcfg, lr_now: float) -> bool:
-    """Update the best epoch and the stop reason from the val result; True if this epoch improved."""
-    improved = ev["loss"] < state.best["val_loss"]
-    if improved:
-        state.best = {"epoch": epoch + 1, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0}
-    else:
-        state.best = {**state.best, "bad_epochs": state.best["bad_epochs"] + 1}
-    if 0 < tcfg.early_stop_patience <= state.best["bad_epochs"]:      # early_stop_patience 0: off
-        state.stop_reason = PATIENCE
-    elif tcfg.schedule == "plateau" and tcfg.min_lr > 0 and lr_now < tcfg.min_lr:
-        state.stop_reason = LR_FLOOR
-    elif tcfg.max_steps is not None and state.steps >= tcfg.max_steps:
-        state.stop_reason = MAX_STEPS
-    elif epoch + 1 >= tcfg.epochs:
-        state.stop_reason = MAX_EPOCHS
-    return improved
 
 
 def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=None, out_dir=None,
@@ -302,71 +217,50 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
     curriculum = Curriculum(train.contexts, train.targets, stages) if stages else None
     record = _record(spec, train, val, bank)
     seed_everything(seed)
-    state, last = _State(), None
+    # what a resume needs besides weights and optimizer: the history, the best epoch so far, why it stopped
+    history, state = [], {"best": {"epoch": None, "val_loss": math.inf, "val_cosine": math.nan, "bad_epochs": 0},
+                          "stop_reason": None, "steps": 0}
     if resume:
-        _, last = read_checkpoint(out_dir / "last.pt")
+        last_model, last = load_checkpoint(out_dir / "last.pt")
         _check_resumable(last, record, model, out_dir / "last.pt")
-        model.load_state_dict(last["state_dict"])
-        state = _State(history=last["history"], **last["state"])
+        model.load_state_dict(last_model.state_dict())
+        history, state = last["history"], last["state"]
     else:
         model.fit(train.targets)   # statistics from the TRAINING targets only (global mean, robust scaler)
     model.to(device)
     horizon = objective.horizon if objective.needs_future else None
     shared = []     # the bank's vectors go to the device once, for both splits
-    data = [_Tensors(s, device, bank, horizon, objective.hard_offsets, shared=shared) for s in (train, val)]
-    writer = _Writer(out_dir, model, record, enabled=rank == 0)
+    train_t, val_t = (_Tensors(s, device, bank, horizon, objective.hard_offsets, shared=shared) for s in (train, val))
     started = time.perf_counter()
-    if not any(p.requires_grad for p in model.parameters()):
-        return _measure_only(model, objective, data[1], tcfg, writer, out_dir, device)
-    return _train(model, objective, data, curriculum, spec, state, last, writer, progress, device, started)
 
-
-class _Writer:
-    """Writes best.pt / last.pt with the run's record (rank 0 with an out_dir; otherwise nothing)."""
-
-    def __init__(self, out_dir, model, record, enabled: bool):
-        self.out_dir, self.model, self.record, self.enabled = out_dir, model, record, enabled and out_dir is not None
-
-    def __call__(self, name, state: _State, epoch, optimizer=None, scheduler=None):
-        if self.enabled:
-            progress = {k: v for k, v in vars(state).items() if k != "history"}
-            save_checkpoint(self.out_dir / name, self.model, **self.record, history=state.history, epoch=epoch,
-                            state=progress, optimizer=optimizer.state_dict() if optimizer else None,
+    def save(name, epoch, optimizer=None, scheduler=None):     # rank 0 with an out_dir writes, with the run's record
+        if rank == 0 and out_dir is not None:
+            save_checkpoint(out_dir / name, model, **record, history=history, epoch=epoch, state=state,
+                            optimizer=optimizer.state_dict() if optimizer else None,
                             scheduler=scheduler.state_dict() if scheduler else None)
 
-
-def _measure_only(model, objective, val_t, tcfg, writer, out_dir, device) -> FitResult:
-    """Baselines have nothing to learn: measure the val loss once and record them like a run."""
-    ev = validate(objective, val_t, tcfg.eval_batch_size)
-    state = _State(history=[{"epoch": 0, "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"]}],
-                   best={"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0},
-                   stop_reason=NOTHING_TO_TRAIN)
-    writer("best.pt", state, 0)
-    writer("last.pt", state, 0)
-    return FitResult(model.eval(), state.history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
-                     out_dir, str(device))
-
-
-def _train(model, objective, data, curriculum, spec, state, last, writer, progress, device, started) -> FitResult:
-    tcfg, seed = spec.train, spec.seed
-    rank, world = dist_info()
-    train_t, val_t = data
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:   # baselines have nothing to learn: measure the val loss once and record them like a run
+        ev = validate(objective, val_t, tcfg.eval_batch_size)
+        history = [{"epoch": 0, "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"]}]
+        state = {"best": {"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0},
+                 "stop_reason": NOTHING_TO_TRAIN, "steps": 0}
+        save("best.pt", 0)
+        save("last.pt", 0)
+        return FitResult(model.eval(), history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
+                         out_dir, str(device))
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    per_epoch = math.ceil(len(train_t) / tcfg.batch_size)
-    scheduler = _scheduler(optimizer, tcfg, min(per_epoch * tcfg.epochs, tcfg.max_steps or math.inf))
-    best_state = None
-    if last is not None:
+    scheduler = _scheduler(optimizer, tcfg, len(train_t))
+    best_weights, best = None, state["best"]
+    if resume:
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
-        if state.best["epoch"] is not None:
-            best_state = copy.deepcopy(read_checkpoint(writer.out_dir / "best.pt")[0].state_dict())
-    step_module = objective
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        step_module = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    for epoch in range(len(state.history), tcfg.epochs):
-        if state.stop_reason in CONVERGED or state.stop_reason == MAX_STEPS:
+        if best["epoch"] is not None:
+            best_weights = load_checkpoint(out_dir / "best.pt")[0].state_dict()
+    step_module = (objective if world == 1 else
+                   DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None))
+    for epoch in range(len(history), tcfg.epochs):
+        if state["stop_reason"] in CONVERGED or state["stop_reason"] == MAX_STEPS:
             break
         t0 = time.perf_counter()
         # everything random in this epoch depends on (seed, epoch, rank) only: resume replays it
@@ -376,41 +270,126 @@ def _train(model, objective, data, curriculum, spec, state, last, writer, progre
                  else np.random.default_rng([seed, epoch]).permutation(len(train_t)))
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        bar = (lambda s: tqdm(s, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
-                              disable=not progress or rank != 0))
-        steps_left = None if tcfg.max_steps is None else tcfg.max_steps - state.steps
-        sums = _train_epoch(step_module, trainable, optimizer, scheduler, train_t, order, tcfg, epoch, gen, bar,
-                            steps_left)
-        loss_sum, part_sums, seen = _all_reduce(*sums[:3])
-        state.steps += sums[3]
+        order_t, size = torch.as_tensor(order, device=device), tcfg.batch_size
+        starts = [s for s in range(0, len(order), size) if min(size, len(order) - s) >= world]
+        starts = starts if tcfg.max_steps is None else starts[:tcfg.max_steps - state["steps"]]
+        loss_sum, part_sums, seen = torch.zeros((), device=device), {}, 0
+        for start in tqdm(starts, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
+                          disable=not progress or rank != 0):
+            rows = order_t[start:start + size]
+            shard = rows[rank::world]
+            ctx, tgt, extra = train_t.batch(shard)
+            loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
+            # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
+            optimizer.zero_grad(set_to_none=True)
+            (loss * (len(shard) * world / len(rows))).backward()
+            if tcfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
+            optimizer.step()
+            if tcfg.schedule == "cosine":
+                scheduler.step()
+            loss_sum += loss.detach() * len(shard)
+            for k, v in parts.items():
+                part_sums[k] = part_sums.get(k, 0) + v * len(shard)
+            seen += len(shard)
+        state["steps"] += len(starts)
+        total = seen
+        if world > 1:   # the epoch's loss, parts and rows, summed over the ranks
+            sums = torch.stack([loss_sum, torch.tensor(float(seen), device=device), *part_sums.values()])
+            dist.all_reduce(sums)
+            loss_sum, total, part_sums = sums[0], sums[1].item(), dict(zip(part_sums, sums[2:]))
         ev = validate(objective, val_t, tcfg.eval_batch_size)
         if tcfg.schedule == "plateau":
             scheduler.step(ev["loss"])
-        improved = _after_epoch(state, ev, epoch, tcfg, optimizer.param_groups[0]["lr"])
+        improved = ev["loss"] < best["val_loss"]
         if improved:
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        state.history.append({
-            "epoch": epoch + 1, "train_loss": loss_sum / seen,
-            "train_parts": {k: v / seen for k, v in part_sums.items()},
+            best.update(epoch=epoch + 1, val_loss=ev["loss"], val_cosine=ev["cosine"], bad_epochs=0)
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            best["bad_epochs"] += 1
+        stop = {PATIENCE: 0 < tcfg.early_stop_patience <= best["bad_epochs"],      # early_stop_patience 0: off
+                LR_FLOOR: tcfg.schedule == "plateau" and optimizer.param_groups[0]["lr"] < tcfg.min_lr,  # 0: off
+                MAX_STEPS: tcfg.max_steps is not None and state["steps"] >= tcfg.max_steps,
+                MAX_EPOCHS: epoch + 1 >= tcfg.epochs}
+        state["stop_reason"] = next((reason for reason, hit in stop.items() if hit), state["stop_reason"])
+        history.append({
+            "epoch": epoch + 1, "train_loss": loss_sum.item() / total,
+            "train_parts": {k: v.item() / total for k, v in part_sums.items()},
             "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"], "lr": lr,
-            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": sums[3],
-            "world_size": world, "rank_samples": sums[2],      # rows this (writing) rank trained on
+            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": len(starts),
+            "world_size": world, "rank_samples": seen,      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
         if improved:
-            writer("best.pt", state, epoch + 1)
-        writer("last.pt", state, epoch + 1, optimizer, scheduler)
+            save("best.pt", epoch + 1)
+        save("last.pt", epoch + 1, optimizer, scheduler)
         if progress and rank == 0:
-            _report_epoch(state, improved)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(model.eval(), state.history, state.best["epoch"], state.best["val_loss"],
-                     state.best["val_cosine"], len(state.history), state.stop_reason or MAX_EPOCHS, state.steps,
-                     time.perf_counter() - started, writer.out_dir, str(device))
+            h, why = history[-1], f"  (stop: {state['stop_reason']})" if state["stop_reason"] in CONVERGED else ""
+            tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
+                       f"{h['val_cosine']:.4f}  lr {lr:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
+                       file=sys.stderr)
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    return FitResult(model.eval(), history, best["epoch"], best["val_loss"], best["val_cosine"], len(history),
+                     state["stop_reason"] or MAX_EPOCHS, state["steps"], time.perf_counter() - started, out_dir,
+                     str(device))
 
 
-def _report_epoch(state: _State, improved: bool) -> None:
-    h = state.history[-1]
-    stop = f"  (stop: {state.stop_reason})" if state.stop_reason in CONVERGED else ""
-    tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
-               f"{h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{stop}",
-               file=sys.stderr)
+def _init_distributed(device_name: str) -> bool:
+    """Join the process group torchrun set up (nccl on CUDA, gloo otherwise). True if we did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def _check_device(name: str) -> None:
+    """params.train.device must name a device this machine has: a ConfigError before any work."""
+    try:
+        device = torch.device("cpu" if name == "auto" else name)
+    except RuntimeError:
+        raise ConfigError(f"params.train.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+                          ) from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        problem = f"torch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s) on this machine"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problem = "MPS is not available here"
+    else:
+        return
+    raise ConfigError(f"params.train.device: {name!r}, but {problem}; use auto or cpu")
+
+
+def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitResult:
+    """Run the training a spec describes; params, checkpoints and history go to spec.out (if set), whose
+    .lock rank 0 (the only writer) holds once data and model are known good (a bad spec leaves no folder)."""
+    _check_device(spec.train.device)
+    started_dist = _init_distributed(spec.train.device)
+    try:
+        rank, _ = dist_info()
+        seed_everything(spec.seed)
+        data = spec.data
+        bank = open_bank({"synthetic": data.synthetic} if data.synthetic is not None else {"bank": data.bank})
+        train_seqs, val_seqs = sequences(bank, "train", data.train_concepts), sequences(bank, "val")
+        try:
+            model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
+        except ModelError as e:
+            raise ConfigError(f"params.model: {e}") from None
+        out = Path(spec.out) if spec.out else None
+        writes = out is not None and rank == 0
+        with files.folder_lock(out, "lvm train", "run folder (params.out)") if writes else contextlib.nullcontext():
+            if writes:
+                files.write_text(out / "params.yaml", dump_yaml(spec.to_dict()))
+            if progress and rank == 0:
+                print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
+                      f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
+            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress,
+                         resume=resume)
+            if writes:
+                files.write_json(out / "history.json", files.to_jsonable(result.history))
+        return result
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
