@@ -10,7 +10,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -196,13 +196,32 @@ def _check_resumable(last: dict, record: dict, model: LVM, where) -> None:
         raise CheckpointError(f"{where}: has no optimizer state to resume from")
 
 
+@dataclass
+class _Run:
+    """What the pieces of one fit share; save() writes best.pt / last.pt (rank 0 with an out_dir only)."""
+    model: LVM
+    objective: Objective
+    record: dict        # spec and data identity, stored in every checkpoint
+    out_dir: Path | None
+    device: torch.device
+    history: list = field(default_factory=list)
+    # what a resume needs besides weights and optimizer: the best epoch so far, why it stopped, steps taken
+    state: dict = field(default_factory=lambda: {
+        "best": {"epoch": None, "val_loss": math.inf, "val_cosine": math.nan, "bad_epochs": 0},
+        "stop_reason": None, "steps": 0})
+
+    def save(self, name: str, epoch: int, optimizer=None, scheduler=None) -> None:
+        if dist_info()[0] == 0 and self.out_dir is not None:
+            save_checkpoint(self.out_dir / name, self.model, **self.record, history=self.history, epoch=epoch,
+                            state=self.state, optimizer=optimizer.state_dict() if optimizer else None,
+                            scheduler=scheduler.state_dict() if scheduler else None)
+
+
 def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=None, out_dir=None,
         progress: bool = True, resume: bool = False) -> FitResult:
     """Train `model` as `spec` (loss, train, curriculum) says. bank: for the rollout and info_nce_hard
     terms and the data fingerprint; out_dir: where best.pt / last.pt go; resume: from out_dir/last.pt."""
-    tcfg, seed = spec.train, spec.seed
-    rank, world = dist_info()
-    device = pick_device(tcfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = pick_device(spec.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     if len(train) == 0 or len(val) == 0:
         raise ConfigError(f"fit needs non-empty train and val sequences (got {len(train)} and {len(val)})")
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -215,52 +234,53 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
             raise ConfigError(f"{what} needs the bank (the article's vectors): pass bank= to fit")
     stages = curriculum_config(spec.curriculum)
     curriculum = Curriculum(train.contexts, train.targets, stages) if stages else None
-    record = _record(spec, train, val, bank)
-    seed_everything(seed)
-    # what a resume needs besides weights and optimizer: the history, the best epoch so far, why it stopped
-    history, state = [], {"best": {"epoch": None, "val_loss": math.inf, "val_cosine": math.nan, "bad_epochs": 0},
-                          "stop_reason": None, "steps": 0}
+    run = _Run(model, objective, _record(spec, train, val, bank), out_dir, device)
+    seed_everything(spec.seed)
+    last = None
     if resume:
         last_model, last = load_checkpoint(out_dir / "last.pt")
-        _check_resumable(last, record, model, out_dir / "last.pt")
+        _check_resumable(last, run.record, model, out_dir / "last.pt")
         model.load_state_dict(last_model.state_dict())
-        history, state = last["history"], last["state"]
+        run.history, run.state = last["history"], last["state"]
     else:
         model.fit(train.targets)   # statistics from the TRAINING targets only (global mean, robust scaler)
     model.to(device)
     horizon = objective.horizon if objective.needs_future else None
     shared = []     # the bank's vectors go to the device once, for both splits
     train_t, val_t = (_Tensors(s, device, bank, horizon, objective.hard_offsets, shared=shared) for s in (train, val))
-    started = time.perf_counter()
+    if not any(p.requires_grad for p in model.parameters()):
+        return _measure_only(run, val_t, spec.train)
+    return _train(run, spec, train_t, val_t, curriculum, last, progress)
 
-    def save(name, epoch, optimizer=None, scheduler=None):     # rank 0 with an out_dir writes, with the run's record
-        if rank == 0 and out_dir is not None:
-            save_checkpoint(out_dir / name, model, **record, history=history, epoch=epoch, state=state,
-                            optimizer=optimizer.state_dict() if optimizer else None,
-                            scheduler=scheduler.state_dict() if scheduler else None)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:   # baselines have nothing to learn: measure the val loss once and record them like a run
-        ev = validate(objective, val_t, tcfg.eval_batch_size)
-        history = [{"epoch": 0, "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"]}]
-        state = {"best": {"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0},
+def _measure_only(run: _Run, val_t: _Tensors, tcfg) -> FitResult:
+    """Baselines have nothing to learn: measure the val loss once and record them like a run."""
+    ev = validate(run.objective, val_t, tcfg.eval_batch_size)
+    run.history = [{"epoch": 0, "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"]}]
+    run.state = {"best": {"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0},
                  "stop_reason": NOTHING_TO_TRAIN, "steps": 0}
-        save("best.pt", 0)
-        save("last.pt", 0)
-        return FitResult(model.eval(), history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
-                         out_dir, str(device))
+    run.save("best.pt", 0)
+    run.save("last.pt", 0)
+    return FitResult(run.model.eval(), run.history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
+                     run.out_dir, str(run.device))
+
+
+def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curriculum, last, progress) -> FitResult:
+    """The epochs: AdamW, the LR schedule, validation, early stopping and checkpoints; the best weights win."""
+    started, tcfg, seed, (rank, world), device = time.perf_counter(), spec.train, spec.seed, dist_info(), run.device
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = _scheduler(optimizer, tcfg, len(train_t))
-    best_weights, best = None, state["best"]
-    if resume:
+    best_weights = None
+    if last is not None:
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
-        if best["epoch"] is not None:
-            best_weights = load_checkpoint(out_dir / "best.pt")[0].state_dict()
-    step_module = (objective if world == 1 else
-                   DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None))
-    for epoch in range(len(history), tcfg.epochs):
-        if state["stop_reason"] in CONVERGED or state["stop_reason"] == MAX_STEPS:
+        if run.state["best"]["epoch"] is not None:
+            best_weights = load_checkpoint(run.out_dir / "best.pt")[0].state_dict()
+    step_module = (run.objective if world == 1 else
+                   DistributedDataParallel(run.objective, device_ids=[device.index] if device.type == "cuda" else None))
+    for epoch in range(len(run.history), tcfg.epochs):
+        if run.state["stop_reason"] in CONVERGED or run.state["stop_reason"] == MAX_STEPS:
             break
         t0 = time.perf_counter()
         # everything random in this epoch depends on (seed, epoch, rank) only: resume replays it
@@ -268,70 +288,93 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
         gen = torch.Generator(device=device).manual_seed(seed * 7919 + epoch * 31 + rank)  # context drop, flow noise
         order = (curriculum.epoch_order(epoch, seed) if curriculum is not None
                  else np.random.default_rng([seed, epoch]).permutation(len(train_t)))
-        model.train()
+        run.model.train()
         lr = optimizer.param_groups[0]["lr"]
-        order_t, size = torch.as_tensor(order, device=device), tcfg.batch_size
-        starts = [s for s in range(0, len(order), size) if min(size, len(order) - s) >= world]
-        starts = starts if tcfg.max_steps is None else starts[:tcfg.max_steps - state["steps"]]
-        loss_sum, part_sums, seen = torch.zeros((), device=device), {}, 0
-        for start in tqdm(starts, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
-                          disable=not progress or rank != 0):
-            rows = order_t[start:start + size]
-            shard = rows[rank::world]
-            ctx, tgt, extra = train_t.batch(shard)
-            loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
-            # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
-            optimizer.zero_grad(set_to_none=True)
-            (loss * (len(shard) * world / len(rows))).backward()
-            if tcfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
-            optimizer.step()
-            if tcfg.schedule == "cosine":
-                scheduler.step()
-            loss_sum += loss.detach() * len(shard)
-            for k, v in parts.items():
-                part_sums[k] = part_sums.get(k, 0) + v * len(shard)
-            seen += len(shard)
-        state["steps"] += len(starts)
-        total = seen
-        if world > 1:   # the epoch's loss, parts and rows, summed over the ranks
-            sums = torch.stack([loss_sum, torch.tensor(float(seen), device=device), *part_sums.values()])
-            dist.all_reduce(sums)
-            loss_sum, total, part_sums = sums[0], sums[1].item(), dict(zip(part_sums, sums[2:]))
-        ev = validate(objective, val_t, tcfg.eval_batch_size)
+        train_loss, train_parts, seen, steps = _train_epoch(step_module, trainable, optimizer, scheduler, train_t,
+                                                            order, tcfg, epoch, gen, progress, run.state["steps"])
+        run.state["steps"] += steps
+        ev = validate(run.objective, val_t, tcfg.eval_batch_size)
         if tcfg.schedule == "plateau":
             scheduler.step(ev["loss"])
-        improved = ev["loss"] < best["val_loss"]
+        improved = _early_stopping(run.state, ev, epoch, tcfg, optimizer.param_groups[0]["lr"])
         if improved:
-            best.update(epoch=epoch + 1, val_loss=ev["loss"], val_cosine=ev["cosine"], bad_epochs=0)
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            best["bad_epochs"] += 1
-        stop = {PATIENCE: 0 < tcfg.early_stop_patience <= best["bad_epochs"],      # early_stop_patience 0: off
-                LR_FLOOR: tcfg.schedule == "plateau" and optimizer.param_groups[0]["lr"] < tcfg.min_lr,  # 0: off
-                MAX_STEPS: tcfg.max_steps is not None and state["steps"] >= tcfg.max_steps,
-                MAX_EPOCHS: epoch + 1 >= tcfg.epochs}
-        state["stop_reason"] = next((reason for reason, hit in stop.items() if hit), state["stop_reason"])
-        history.append({
-            "epoch": epoch + 1, "train_loss": loss_sum.item() / total,
-            "train_parts": {k: v.item() / total for k, v in part_sums.items()},
+            best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.history.append({
+            "epoch": epoch + 1, "train_loss": train_loss, "train_parts": train_parts,
             "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"], "lr": lr,
-            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": len(starts),
+            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": steps,
             "world_size": world, "rank_samples": seen,      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
         if improved:
-            save("best.pt", epoch + 1)
-        save("last.pt", epoch + 1, optimizer, scheduler)
+            run.save("best.pt", epoch + 1)
+        run.save("last.pt", epoch + 1, optimizer, scheduler)
         if progress and rank == 0:
-            h, why = history[-1], f"  (stop: {state['stop_reason']})" if state["stop_reason"] in CONVERGED else ""
-            tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
-                       f"{h['val_cosine']:.4f}  lr {lr:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
-                       file=sys.stderr)
+            _log_epoch(run, improved)
     if best_weights is not None:
-        model.load_state_dict(best_weights)
-    return FitResult(model.eval(), history, best["epoch"], best["val_loss"], best["val_cosine"], len(history),
-                     state["stop_reason"] or MAX_EPOCHS, state["steps"], time.perf_counter() - started, out_dir,
-                     str(device))
+        run.model.load_state_dict(best_weights)
+    best = run.state["best"]
+    return FitResult(run.model.eval(), run.history, best["epoch"], best["val_loss"], best["val_cosine"],
+                     len(run.history), run.state["stop_reason"] or MAX_EPOCHS, run.state["steps"],
+                     time.perf_counter() - started, run.out_dir, str(device))
+
+
+def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, order, tcfg, epoch: int, gen,
+                 progress: bool, steps_done: int) -> tuple[float, dict, int, int]:
+    """One pass over `order`, within max_steps: (mean loss, mean loss parts, rows this rank saw, steps); under
+    DDP each rank trains on its shard of every batch and the means are over all ranks."""
+    rank, world = dist_info()
+    order_t, size = torch.as_tensor(order, device=data.device), tcfg.batch_size
+    starts = [s for s in range(0, len(order), size) if min(size, len(order) - s) >= world]
+    starts = starts if tcfg.max_steps is None else starts[:tcfg.max_steps - steps_done]
+    loss_sum, part_sums, seen = torch.zeros((), device=data.device), {}, 0
+    for start in tqdm(starts, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
+                      disable=not progress or rank != 0):
+        rows = order_t[start:start + size]
+        shard = rows[rank::world]
+        ctx, tgt, extra = data.batch(shard)
+        loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
+        # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
+        optimizer.zero_grad(set_to_none=True)
+        (loss * (len(shard) * world / len(rows))).backward()
+        if tcfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
+        optimizer.step()
+        if tcfg.schedule == "cosine":
+            scheduler.step()
+        loss_sum += loss.detach() * len(shard)
+        for k, v in parts.items():
+            part_sums[k] = part_sums.get(k, 0) + v * len(shard)
+        seen += len(shard)
+    total = seen
+    if world > 1:   # the epoch's loss, parts and rows, summed over the ranks
+        sums = torch.stack([loss_sum, torch.tensor(float(seen), device=data.device), *part_sums.values()])
+        dist.all_reduce(sums)
+        loss_sum, total, part_sums = sums[0], sums[1].item(), dict(zip(part_sums, sums[2:]))
+    return loss_sum.item() / total, {k: v.item() / total for k, v in part_sums.items()}, seen, len(starts)
+
+
+def _early_stopping(state: dict, ev: dict, epoch: int, tcfg, lr_now: float) -> bool:
+    """Update the best epoch and the stop reason from this epoch's val result; True if it improved."""
+    best = state["best"]
+    improved = ev["loss"] < best["val_loss"]
+    if improved:
+        best.update(epoch=epoch + 1, val_loss=ev["loss"], val_cosine=ev["cosine"], bad_epochs=0)
+    else:
+        best["bad_epochs"] += 1
+    stop = {PATIENCE: 0 < tcfg.early_stop_patience <= best["bad_epochs"],      # early_stop_patience 0: off
+            LR_FLOOR: tcfg.schedule == "plateau" and lr_now < tcfg.min_lr,      # min_lr 0: off
+            MAX_STEPS: tcfg.max_steps is not None and state["steps"] >= tcfg.max_steps,
+            MAX_EPOCHS: epoch + 1 >= tcfg.epochs}
+    state["stop_reason"] = next((reason for reason, hit in stop.items() if hit), state["stop_reason"])
+    return improved
+
+
+def _log_epoch(run: _Run, improved: bool) -> None:
+    h, reason = run.history[-1], run.state["stop_reason"]
+    why = f"  (stop: {reason})" if reason in CONVERGED else ""
+    tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
+               f"{h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
+               file=sys.stderr)
 
 
 def _init_distributed(device_name: str) -> bool:
