@@ -42,9 +42,8 @@ class Bank:
     def __post_init__(self):
         validate(self)
         self._article_split = np.array([a["split"] for a in self.articles])
-        starts = np.flatnonzero(self.position == 0)
-        self.article_start = starts.astype(np.int64)                    # first concept of each article
-        self.article_length = np.diff(np.append(starts, len(self.position))).astype(np.int64)
+        self.article_start = np.flatnonzero(self.position == 0)        # (int64) first concept of each article
+        self.article_length = np.diff(np.append(self.article_start, len(self.position)))
 
     @property
     def dim(self) -> int:
@@ -99,18 +98,15 @@ def validate(bank: Bank) -> None:
     # positions run 0,1,2,... inside each article and restart at 0 exactly when the article changes
     if np.any(bank.position[1:] != np.where(np.diff(bank.article) != 0, 0, bank.position[:-1] + 1)):
         raise BankError(f"positions are not 0..n-1 within each article{where}")
-    if n and (bank.article.max() >= len(bank.articles)):
-        raise BankError(f"article index {bank.article.max()} but only {len(bank.articles)} articles listed{where}")
     for a in bank.articles:
         if a.get("split") not in SPLITS:
             raise BankError(f"article {a.get('id')!r} has split {a.get('split')!r}{where}")
     present = np.unique(bank.article)
     if n and not np.array_equal(present, np.arange(len(bank.articles))):
-        raise BankError(f"articles.jsonl lists {len(bank.articles)} articles but concepts use {len(present)} "
-                        f"distinct article indices; every article needs at least one concept{where}")
-    train = {i for i, a in enumerate(bank.articles) if a["split"] == "train"}
-    order = [int(i) for i in np.asarray(bank.train_order)]
-    if len(order) != len(set(order)) or set(order) != train:
+        raise BankError(f"articles.jsonl lists {len(bank.articles)} articles but concepts use {len(present)} distinct "
+                        f"article indices up to {present[-1]}; every article needs at least one concept{where}")
+    train = [i for i, a in enumerate(bank.articles) if a["split"] == "train"]
+    if sorted(np.asarray(bank.train_order).tolist()) != train:
         raise BankError(f"train_order must list each training article exactly once (and nothing else){where}")
 
 
@@ -142,12 +138,10 @@ def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, see
 
 
 class Sequences:
-    """ctx-5 windows inside one article each: contexts[i] = v[t-5:t], targets[i] = v[t], t = index[i].
-
-    `article`, `position` (of the target) and `limit` (its article's concepts in this selection; a
-    training budget may cut one short) are (M,) arrays. Over the bank's `vectors` (no copy), windows are
-    gathered when asked (context_batch, target_batch; contexts/targets: all, kept until release()).
-    Sequences(contexts, targets, article, position, index, limit) holds given arrays instead."""
+    """ctx-5 windows inside one article each: contexts[i] = v[t-5:t], targets[i] = v[t], t = index[i]; `article`,
+    `position` (of t) and `limit` (its article's concepts here; a training budget may cut one short) are (M,) arrays.
+    Windows are gathered from the bank's `vectors` (no copy) when asked (contexts/targets: kept until release()),
+    or Sequences(contexts, targets, article, position, index, limit) holds given arrays."""
 
     def __init__(self, contexts: np.ndarray | None = None, targets: np.ndarray | None = None,
                  article: np.ndarray | None = None, position: np.ndarray | None = None,
