@@ -1,6 +1,6 @@
 """The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a
 context window is a slice that never crosses an article boundary), each article in one split. Its files:
-docs/architecture.md ("Bank folder"); `Sequences` gather windows from the (memory-mapped) vectors, no copy."""
+docs/architecture.md (bank folder); `Sequences` gather windows from the (memory-mapped) vectors, no copy."""
 from __future__ import annotations
 
 import copy
