@@ -62,10 +62,8 @@ class CorpusReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise CorpusError(f"corpus not found: {self.path} (set --corpus or ${CORPUS_ENV})")
-        self.max_articles = max_articles
-        self.skip_bad = skip_bad
-        self.bad_lines: list[int] = []
-        self.truncated, self.articles_read = False, 0
+        self.max_articles, self.skip_bad = max_articles, skip_bad
+        self.bad_lines, self.truncated, self.articles_read = [], False, 0      # set again by each pass
 
     def __iter__(self) -> Iterator[Article]:
         self.bad_lines, self.truncated, self.articles_read = [], False, 0
