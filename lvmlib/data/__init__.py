@@ -2,8 +2,8 @@
 import os
 from pathlib import Path
 
-from .bank import (CONTEXT, SPLITS, Bank, BankError, Sequences, assign_splits, fingerprint, neighbours,
-                   random_rotation, sequences, synthetic_bank, train_subset)
+from .bank import (CONTEXT, SPLITS, Bank, BankError, Sequences, assign_splits, fingerprint, neighbours, sequences,
+                   synthetic_bank, train_subset)
 from .build import DEFAULT_MAX_ARTICLES, BuildConfig, build_bank
 from .card import card_figure, dataset_card, format_card
 from .chunk import ChunkerConfig, chunk_article, chunk_paragraph, split_sentences
@@ -55,9 +55,3 @@ def open_bank(spec=None) -> Bank:
         raise BankError(f"data spec {spec!r} names neither 'bank' nor 'synthetic'")
     return load_bank(_from_root(path))
 
-
-__all__ = ["BANK_ENV", "CONTEXT", "DEFAULT_BANK", "DEFAULT_MAX_ARTICLES", "SPLITS", "TINY_BANK", "Bank", "BankError",
-           "BuildConfig", "ChunkerConfig", "CorpusError", "CorpusReader", "Sequences", "assign_splits", "build_bank",
-           "card_figure", "chunk_article", "chunk_paragraph", "dataset_card", "default_corpus", "fingerprint",
-           "format_card", "load_bank", "neighbours", "open_bank", "random_rotation", "resolve_bank", "save_bank",
-           "sequences", "split_sentences", "synthetic_bank", "train_subset"]

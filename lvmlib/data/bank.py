@@ -1,10 +1,6 @@
 """The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a
-context window is a slice that never crosses an article boundary), each article in one split.
-
-On disk (store.py): manifest.json; vectors.npy (N, D) float32, L2-normalised; concepts.npz (article,
-position (N,) int32, train_order); texts.jsonl (one string per concept); articles.jsonl ({"id", "title",
-"split"} per article). `Sequences` gather windows from the (memory-mapped) vectors when asked, no copy.
-"""
+context window is a slice that never crosses an article boundary), each article in one split. Its files:
+docs/architecture.md (bank folder); `Sequences` gather windows from the (memory-mapped) vectors, no copy."""
 from __future__ import annotations
 
 import copy
@@ -21,10 +17,10 @@ CHUNK_BYTES = 1 << 23  # validate and fingerprint stream the vectors in blocks o
 
 
 def row_blocks(array: np.ndarray):
-    """Consecutive row slices of an array, about CHUNK_BYTES each."""
+    """Consecutive row slices of an array, about CHUNK_BYTES each (one empty slice for no rows)."""
     n = array.shape[0]
     step = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
-    for start in range(0, n, step):
+    for start in range(0, max(n, 1), step):
         yield slice(start, min(start + step, n))
 
 
@@ -46,9 +42,8 @@ class Bank:
     def __post_init__(self):
         validate(self)
         self._article_split = np.array([a["split"] for a in self.articles])
-        starts = np.flatnonzero(self.position == 0)
-        self.article_start = starts.astype(np.int64)                    # first concept of each article
-        self.article_length = np.diff(np.append(starts, len(self.position))).astype(np.int64)
+        self.article_start = np.flatnonzero(self.position == 0)        # (int64) first concept of each article
+        self.article_length = np.diff(np.append(self.article_start, len(self.position)))
 
     @property
     def dim(self) -> int:
@@ -87,42 +82,31 @@ def validate(bank: Bank) -> None:
             raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
     if len(bank.text) != n:
         raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
-    n_bad = n_off = 0
-    first_bad = first_off = None
+    bad, norms = [], []
     for rows in row_blocks(v):      # in blocks, so a memory-mapped bank is checked without a full-size temporary
         block = v[rows]
-        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-        norms = np.linalg.norm(block, axis=1)
-        off = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
-        if first_bad is None and len(bad):
-            first_bad = rows.start + int(bad[0])
-        if first_off is None and len(off):
-            first_off = (rows.start + int(off[0]), norms[off[0]])
-        n_bad, n_off = n_bad + len(bad), n_off + len(off)
-    if n_bad:
-        raise BankError(f"{n_bad} vector rows contain NaN/inf (first row {first_bad}){where}")
-    if n_off:
-        i, norm = first_off
-        raise BankError(f"{n_off} vector rows are not unit-norm (row {i} has norm {norm:.4g}){where}")
+        bad.append(~np.isfinite(block).all(axis=1))
+        norms.append(np.linalg.norm(block, axis=1))
+    bad, norms = np.flatnonzero(np.concatenate(bad)), np.concatenate(norms)
+    off = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+    if len(bad):
+        raise BankError(f"{len(bad)} vector rows contain NaN/inf (first row {bad[0]}){where}")
+    if len(off):
+        raise BankError(f"{len(off)} vector rows are not unit-norm (row {off[0]} has norm {norms[off[0]]:.4g}){where}")
     if n and (bank.position[0] != 0 or np.any(np.diff(bank.article) < 0)):
         raise BankError(f"concepts must be stored article by article, starting at position 0{where}")
     # positions run 0,1,2,... inside each article and restart at 0 exactly when the article changes
-    new_article = np.diff(bank.article) != 0
-    expected_next = np.where(new_article, 0, bank.position[:-1] + 1)
-    if n and np.any(bank.position[1:] != expected_next):
+    if np.any(bank.position[1:] != np.where(np.diff(bank.article) != 0, 0, bank.position[:-1] + 1)):
         raise BankError(f"positions are not 0..n-1 within each article{where}")
-    if n and (bank.article.max() >= len(bank.articles)):
-        raise BankError(f"article index {bank.article.max()} but only {len(bank.articles)} articles listed{where}")
     for a in bank.articles:
         if a.get("split") not in SPLITS:
             raise BankError(f"article {a.get('id')!r} has split {a.get('split')!r}{where}")
     present = np.unique(bank.article)
     if n and not np.array_equal(present, np.arange(len(bank.articles))):
-        raise BankError(f"articles.jsonl lists {len(bank.articles)} articles but concepts use {len(present)} "
-                        f"distinct article indices; every article needs at least one concept{where}")
-    train = {i for i, a in enumerate(bank.articles) if a["split"] == "train"}
-    order = [int(i) for i in np.asarray(bank.train_order)]
-    if len(order) != len(set(order)) or set(order) != train:
+        raise BankError(f"articles.jsonl lists {len(bank.articles)} articles but concepts use {len(present)} distinct "
+                        f"article indices up to {present[-1]}; every article needs at least one concept{where}")
+    train = [i for i, a in enumerate(bank.articles) if a["split"] == "train"]
+    if sorted(np.asarray(bank.train_order).tolist()) != train:
         raise BankError(f"train_order must list each training article exactly once (and nothing else){where}")
 
 
@@ -154,12 +138,10 @@ def assign_splits(n_articles: int, val_fraction: float, ood_fraction: float, see
 
 
 class Sequences:
-    """ctx-5 windows inside one article each: contexts[i] = v[t-5:t], targets[i] = v[t], t = index[i].
-
-    `article`, `position` (of the target) and `limit` (its article's concepts in this selection; a
-    training budget may cut one short) are (M,) arrays. Over the bank's `vectors` (no copy), windows are
-    gathered when asked (context_batch, target_batch; contexts/targets: all, kept until release()).
-    Sequences(contexts, targets, article, position, index, limit) holds given arrays instead."""
+    """ctx-5 windows inside one article each: contexts[i] = v[t-5:t], targets[i] = v[t], t = index[i]; `article`,
+    `position` (of t) and `limit` (its article's concepts here; a training budget may cut one short) are (M,) arrays.
+    Windows are gathered from the bank's `vectors` (no copy) when asked (contexts/targets: kept until release()),
+    or Sequences(contexts, targets, article, position, index, limit) holds given arrays."""
 
     def __init__(self, contexts: np.ndarray | None = None, targets: np.ndarray | None = None,
                  article: np.ndarray | None = None, position: np.ndarray | None = None,
@@ -177,7 +159,7 @@ class Sequences:
         self._contexts, self._targets = contexts, targets
 
     def __len__(self) -> int:
-        return int(len(self.index) if self.vectors is not None else self._targets.shape[0])
+        return len(self.index)
 
     def __repr__(self) -> str:
         source = (f"gathered from {self.vectors.shape[0]:,} x {self.vectors.shape[1]} vectors"
@@ -288,17 +270,13 @@ def neighbour_rows(bank: Bank, index: np.ndarray, offsets,
     return np.where(valid, index[:, None] + offsets[None, :], 0), valid
 
 
-def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
-    return (q * np.sign(np.diag(r))).astype(np.float32)
-
-
 def synthetic_bank(n_articles: int = 60, length: int = 20, dim: int = 32, noise: float = 0.0,
                    seed: int = 0, val_fraction: float = 0.15, ood_fraction: float = 0.15) -> tuple[Bank, np.ndarray]:
     """(bank, R) with a known answer: v[t+1] = normalize(R v[t] + noise), R a fixed random rotation, so the
     oracle normalize(ctx[-1] @ R.T) scores cosine 1 at noise 0 and copy-last about 0."""
     rng = np.random.default_rng(seed)
-    rot = random_rotation(dim, rng)
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    rot = (q * np.sign(np.diag(r))).astype(np.float32)         # a random rotation
     rows = []
     for _ in range(n_articles):
         x = rng.standard_normal(dim).astype(np.float32)

@@ -1,9 +1,6 @@
-"""`lvm data build`: corpus -> concepts -> vectors -> bank folder, resumable.
-
-In `OUT/.build/` the build writes the concept layout, then encodes fixed-size shards, each atomically, so
-a killed build resumes at the first missing shard with the same vectors. The manifest is written last:
-a folder with a manifest is always a complete bank.
-"""
+"""`lvm data build`: corpus -> concepts -> vectors -> bank folder, resumable. In `OUT/.build/` the build writes
+the concept layout, then encodes fixed-size shards, each atomically, so a killed build resumes at the first
+missing shard with the same vectors. The manifest is written last: a folder with one is a complete bank."""
 from __future__ import annotations
 
 import json
@@ -20,7 +17,7 @@ from .chunk import ChunkerConfig, chunk_article
 from .corpus import CorpusReader, default_corpus, sha256_file
 from .encode import DEFAULT_ENCODER, VARIANTS, Encoder
 from ..files import LOCK_NAME, folder_lock, write_json
-from .store import FORMAT, atomic_write, describe, load_bank, read_jsonl, save_layout
+from .store import FORMAT, atomic_write, load_bank, read_jsonl, save_bank, save_layout
 
 DEFAULT_MAX_ARTICLES = 1900  # ~107k concepts: the default bank, built in minutes on 2 cores (int8 encoder)
 
@@ -45,10 +42,8 @@ class BuildConfig:
         for name, flag in (("shard_size", "--shard-size"), ("encode_batch_size", "--batch-size"),
                            ("max_articles", "--max-articles")):
             value = getattr(self, name)
-            if value is None and name == "max_articles":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                every = " (or None; 0 on the command line: every article)" if name == "max_articles" else ""
+            every = " (or None; 0 on the command line: every article)" if name == "max_articles" else ""
+            if (type(value) is not int or value < 1) and not (every and value is None):    # bool is no int here
                 raise BankError(f"{name} ({flag}) must be an integer >= 1{every}, got {value!r}")
         for name, value in (("corpus", self.corpus), ("encoder", self.encoder)):
             if not isinstance(value, (str, PurePath)) and not (name == "corpus" and value is None):
@@ -79,32 +74,31 @@ def _plan(cfg: BuildConfig, corpus_sha: str) -> dict:
             "shard_size": cfg.shard_size}
 
 
-def chunk_corpus(cfg: BuildConfig) -> dict:
-    """The concept layout of the corpus: texts, article/position per concept, articles, split."""
+def _chunk_corpus(cfg: BuildConfig, work: Path, plan: dict) -> None:
+    """Write the corpus's concept layout (texts, article/position per concept, articles with their split) into
+    `work`, then plan.json and layout.json (counts and chunking stats), which mark it complete."""
     reader = CorpusReader(cfg.corpus_path(), cfg.max_articles, cfg.skip_bad)
-    texts, article, position, articles = [], [], [], []
-    dropped_words = empty_articles = 0
+    texts, articles, lengths = [], [], []
+    dropped_words = 0
     for art in tqdm(reader, desc="chunking", unit=" articles", total=cfg.max_articles, mininterval=2):
         concepts, dropped = chunk_article(art.paragraphs, cfg.chunker)
         dropped_words += dropped
-        if not concepts:
-            empty_articles += 1
-            continue
-        a = len(articles)
-        articles.append({"id": art.id, "title": art.title})
-        texts.extend(concepts)
-        article.extend([a] * len(concepts))
-        position.extend(range(len(concepts)))
+        if concepts:
+            articles.append({"id": art.id, "title": art.title})
+            texts.extend(concepts)
+            lengths.append(len(concepts))
     if not articles:
         raise BankError(f"corpus {cfg.corpus_path()} gave no concepts")
     split, train_order = assign_splits(len(articles), cfg.val_fraction, cfg.ood_fraction, cfg.split_seed)
     for a, s in zip(articles, split):
         a["split"] = s
+    save_layout(work, np.repeat(np.arange(len(lengths)), lengths), np.concatenate([np.arange(n) for n in lengths]),
+                texts, articles, train_order)
     stats = {"bad_lines": len(reader.bad_lines), "bad_line_numbers": reader.bad_lines[:100],
-             "articles_without_concepts": empty_articles, "dropped_short_words": dropped_words,
+             "articles_without_concepts": reader.articles_read - len(articles), "dropped_short_words": dropped_words,
              "corpus_truncated": reader.truncated, "articles_read": reader.articles_read}
-    return {"texts": texts, "article": article, "position": position, "articles": articles,
-            "train_order": train_order, "stats": stats}
+    write_json(work / "plan.json", plan)
+    write_json(work / "layout.json", {"concepts": len(texts), "stats": stats})
 
 
 def _read_json(path: Path):
@@ -127,24 +121,38 @@ def _shard_ok(path: Path, rows: int) -> bool:
     return v.dtype == np.float32 and v.ndim == 2 and v.shape[0] == rows
 
 
-def _copy_into(src: Path, dst) -> None:
-    with open(src, "rb") as f:
-        shutil.copyfileobj(f, dst)
-
-
 def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool = True,
                encoder: Encoder | None = None, force: bool = False) -> Bank:
     """Build (or resume, or find up to date) the bank in `out`, holding `out/.lock` throughout (FolderInUse
     for a second build). `encoder` reuses a loaded model; `force` first deletes the bank already there."""
     cfg = cfg or BuildConfig()
-    out = Path(out)
+    out, work = Path(out), Path(out) / ".build"
     corpus = cfg.corpus_path()
     if not corpus.is_file():
         raise BankError(f"corpus not found: {corpus} (set --corpus or $LVM_CORPUS)")
     with folder_lock(out, "lvm data build", "bank folder (--out)"):
         if force:
             remove_bank(out)
-        return _build(out, cfg, corpus, progress, encoder)
+        plan = _plan(cfg, sha256_file(corpus))
+        if (out / "manifest.json").exists():
+            existing = _read_json(out / "manifest.json")
+            if not isinstance(existing, dict):
+                raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out")
+            if existing.get("plan") != plan:
+                raise BankError(f"{out} already holds a bank built with other settings; "
+                                "choose another --out or delete it (use --force)")
+            print(f"bank {out} is up to date")
+            return load_bank(out)
+        if (work / "plan.json").exists() and _read_json(work / "plan.json") != plan:
+            print(f"{work}: an unfinished build with other settings; starting over")
+            shutil.rmtree(work)
+        started = time.time()
+        if not (work / "layout.json").exists():
+            _chunk_corpus(cfg, work, plan)
+        texts = read_jsonl(work / "texts.jsonl")
+        encoder, encode_seconds = _encode_shards(work, cfg, texts, encoder, progress)
+        return _finish(out, work, cfg, plan, texts, encoder, {"this_run_seconds": round(time.time() - started, 1),
+                                                              "encode_seconds_this_run": round(encode_seconds, 1)})
 
 
 def remove_bank(folder: str | Path) -> None:
@@ -165,53 +173,16 @@ def remove_bank(folder: str | Path) -> None:
             entry.unlink()
 
 
-def _build(out: Path, cfg: BuildConfig, corpus: Path, progress: bool, encoder: Encoder | None) -> Bank:
-    plan = _plan(cfg, sha256_file(corpus))
-    if (out / "manifest.json").exists():
-        return _up_to_date(out, plan)
-    work = out / ".build"
-    if (work / "plan.json").exists() and _read_json(work / "plan.json") != plan:
-        print(f"{work}: an unfinished build with other settings; starting over")
-        shutil.rmtree(work)
-    started = time.time()
-    if not (work / "layout.json").exists():
-        layout = chunk_corpus(cfg)
-        save_layout(work, layout["article"], layout["position"], layout["texts"], layout["articles"],
-                    layout["train_order"])
-        write_json(work / "plan.json", plan)
-        write_json(work / "layout.json", {"concepts": len(layout["texts"]), "stats": layout["stats"]})
-    texts = read_jsonl(work / "texts.jsonl")
-    encoder, encode_seconds = _encode_shards(work, cfg, texts, encoder, progress)
-    return _finish(out, work, cfg, plan, texts, encoder,
-                   {"this_run_seconds": round(time.time() - started, 1),
-                    "encode_seconds_this_run": round(encode_seconds, 1)})
-
-
-def _up_to_date(out: Path, plan: dict) -> Bank:
-    """The bank already in `out`, if it was built with this plan; else an error."""
-    existing = _read_json(out / "manifest.json")
-    if not isinstance(existing, dict):
-        raise BankError(f"{out / 'manifest.json'} is not a bank manifest; choose another --out")
-    if existing.get("plan") != plan:
-        raise BankError(f"{out} already holds a bank built with other settings; "
-                        "choose another --out or delete it (use --force)")
-    print(f"bank {out} is up to date")
-    return load_bank(out)
-
-
 def _encode_shards(work: Path, cfg: BuildConfig, texts: list, encoder: Encoder | None, progress: bool):
     """Encode every shard not yet on disk (each written atomically); (encoder, seconds encoding)."""
-    n = len(texts)
-    n_shards = -(-n // cfg.shard_size)
     given = (encoder.name, encoder.batch_size, getattr(encoder, "variant", "fp32")) if encoder else None
     if encoder is not None and given != (cfg.encoder, cfg.encode_batch_size, cfg.encoder_variant):
         raise BankError(f"encoder {given[0]!r} (batch {given[1]}, {given[2]}) given, but the build config says "
                         f"{cfg.encoder!r} (batch {cfg.encode_batch_size}, {cfg.encoder_variant})")
-    rows = [min(cfg.shard_size, n - i * cfg.shard_size) for i in range(n_shards)]
-    done = {i for i in range(n_shards) if _shard_ok(_shard_path(work, i), rows[i])}
-    todo = [i for i in range(n_shards) if i not in done]
+    shards = [texts[start:start + cfg.shard_size] for start in range(0, len(texts), cfg.shard_size)]
+    todo = [i for i, shard in enumerate(shards) if not _shard_ok(_shard_path(work, i), len(shard))]
     encode_seconds = 0.0
-    with tqdm(total=n, initial=sum(rows[i] for i in done), desc="encoding",
+    with tqdm(total=len(texts), initial=len(texts) - sum(len(shards[i]) for i in todo), desc="encoding",
               unit=" concepts", disable=not progress, mininterval=2, smoothing=0) as bar:
         for i in todo:
             if encoder is None:
@@ -219,19 +190,18 @@ def _encode_shards(work: Path, cfg: BuildConfig, texts: list, encoder: Encoder |
                                   variant=cfg.encoder_variant)
             if i == todo[0]:
                 bar.unpause()   # the rate is this run's concepts / time since encoding began (not model loading)
-            chunk = texts[i * cfg.shard_size:(i + 1) * cfg.shard_size]
             t0 = time.time()
-            v = encoder.encode(chunk)
+            v = encoder.encode(shards[i])
             encode_seconds += time.time() - t0
             atomic_write(_shard_path(work, i), lambda f: np.save(f, v))
-            bar.update(len(chunk))
+            bar.update(len(shards[i]))
     return encoder, encode_seconds
 
 
 def _finish(out: Path, work: Path, cfg: BuildConfig, plan: dict, texts: list, encoder, timing: dict) -> Bank:
-    """Assemble the shards into the bank's files, the manifest last (it marks a complete bank)."""
-    n_shards = -(-len(texts) // cfg.shard_size)
-    shards = [np.load(_shard_path(work, i)) for i in range(n_shards)]
+    """Write the bank from the shards and the layout, the manifest last (it marks a complete bank); .build
+    goes only then, so a build killed before still resumes from it."""
+    shards = [np.load(_shard_path(work, i)) for i in range(-(-len(texts) // cfg.shard_size))]
     dims = {s.shape[1] for s in shards}
     if len(dims) != 1:
         raise BankError(f"{work}: shards of different widths {sorted(dims)} (encoder changed mid-build?)")
@@ -242,16 +212,11 @@ def _finish(out: Path, work: Path, cfg: BuildConfig, plan: dict, texts: list, en
     encoder_info = encoder.settings() if encoder else {"name": cfg.encoder, "batch_size": cfg.encode_batch_size,
                                                       "variant": cfg.encoder_variant, "dim": int(vectors.shape[1]),
                                                       "resumed_without_encoding": True}
-    atomic_write(out / "vectors.npy", lambda f: np.save(f, vectors))
-    for name in ("concepts.npz", "texts.jsonl", "articles.jsonl"):
-        # copied, not moved: a build killed before the manifest is written still resumes from .build
-        atomic_write(out / name, lambda f, src=work / name: _copy_into(src, f))
     stats = json.loads((work / "layout.json").read_text())["stats"]
     corpus_info = {**plan["corpus"], "truncated": stats.get("corpus_truncated", False),
                    "articles_read": stats.get("articles_read")}
-    manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "plan": plan, "corpus": corpus_info, "chunker": plan["chunker"], "encoder": encoder_info,
-                "split": plan["split"], "chunk_stats": stats, "timing": timing, **describe(bank)}
-    write_json(out / "manifest.json", manifest)
+    save_bank(bank, out, {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "plan": plan, "corpus": corpus_info, "chunker": plan["chunker"], "encoder": encoder_info,
+                          "split": plan["split"], "chunk_stats": stats, "timing": timing})
     shutil.rmtree(work)
     return load_bank(out)

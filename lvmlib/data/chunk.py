@@ -22,10 +22,7 @@ class ChunkerConfig:
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    text = " ".join(paragraph.split())
-    if not text:
-        return []
-    return [s for s in blingfire.text_to_sentences(text).split("\n") if s.strip()]
+    return [s for s in blingfire.text_to_sentences(" ".join(paragraph.split())).split("\n") if s.strip()]
 
 
 def chunk_paragraph(paragraph: str, cfg: ChunkerConfig) -> tuple[list[str], int]:
@@ -36,18 +33,15 @@ def chunk_paragraph(paragraph: str, cfg: ChunkerConfig) -> tuple[list[str], int]
     concepts: list[list[str]] = []
     current: list[str] = []
     for words in pieces:
-        if len(current) < cfg.min_words:            # too short to stand alone: always merge
-            current = current + words
-            while len(current) > cfg.max_words:
-                concepts.append(current[:cfg.max_words])
-                current = current[cfg.max_words:]
-            continue
         merged = len(current) + len(words)
-        closer = abs(merged - cfg.target_words) <= abs(len(current) - cfg.target_words)
-        if merged > cfg.max_words or not closer:
+        farther = abs(merged - cfg.target_words) > abs(len(current) - cfg.target_words)
+        if len(current) >= cfg.min_words and (merged > cfg.max_words or farther):   # a short one always merges
             concepts.append(current)
             current = []
         current = current + words
+        while len(current) > cfg.max_words:         # (only a short one merged can get this long)
+            concepts.append(current[:cfg.max_words])
+            current = current[cfg.max_words:]
     dropped = 0
     if len(current) >= cfg.min_words:
         concepts.append(current)
@@ -59,9 +53,5 @@ def chunk_paragraph(paragraph: str, cfg: ChunkerConfig) -> tuple[list[str], int]
 
 
 def chunk_article(paragraphs: list[str], cfg: ChunkerConfig) -> tuple[list[str], int]:
-    concepts, dropped = [], 0
-    for p in paragraphs:
-        c, d = chunk_paragraph(p, cfg)
-        concepts.extend(c)
-        dropped += d
-    return concepts, dropped
+    chunked = [chunk_paragraph(p, cfg) for p in paragraphs]
+    return [c for concepts, _ in chunked for c in concepts], sum(dropped for _, dropped in chunked)

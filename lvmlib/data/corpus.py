@@ -33,16 +33,7 @@ def repo_root() -> Path:
 
 def default_corpus() -> Path:
     """$LVM_CORPUS if set, else ../shared/corpora/enwiki-2015-25k.jsonl.gz beside the repo."""
-    env = os.environ.get(CORPUS_ENV)
-    if env:
-        return Path(env)
-    return repo_root().parent / "shared" / "corpora" / DEFAULT_CORPUS_NAME
-
-
-def _open(path: Path):
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")
+    return Path(os.environ.get(CORPUS_ENV) or repo_root().parent / "shared" / "corpora" / DEFAULT_CORPUS_NAME)
 
 
 def _parse(line: str, path: Path, lineno: int) -> Article:
@@ -71,15 +62,15 @@ class CorpusReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise CorpusError(f"corpus not found: {self.path} (set --corpus or ${CORPUS_ENV})")
-        self.max_articles = max_articles
-        self.skip_bad = skip_bad
-        self.bad_lines: list[int] = []
-        self.truncated, self.articles_read = False, 0
+        self.max_articles, self.skip_bad = max_articles, skip_bad
+        self.bad_lines, self.truncated, self.articles_read = [], False, 0      # set again by each pass
 
     def __iter__(self) -> Iterator[Article]:
         self.bad_lines, self.truncated, self.articles_read = [], False, 0
         lineno = 0
-        with _open(self.path) as f:
+        with open(self.path, "rb") as probe:
+            gz = probe.read(2) == b"\x1f\x8b"
+        with gzip.open(self.path, "rt", encoding="utf-8") if gz else open(self.path, encoding="utf-8") as f:
             try:
                 for lineno, line in enumerate(f, start=1):
                     if self.max_articles is not None and self.articles_read >= self.max_articles:

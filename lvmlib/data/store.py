@@ -13,10 +13,6 @@ FORMAT = "lvm-bank/1"
 FILES = ("manifest.json", "vectors.npy", "concepts.npz", "texts.jsonl", "articles.jsonl")
 
 
-def write_jsonl(path, rows) -> None:
-    atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
-
-
 def read_jsonl(path: Path) -> list:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -33,8 +29,9 @@ def save_layout(folder: Path, article, position, text, articles, train_order) ->
     atomic_write(folder / "concepts.npz", lambda f: np.savez(
         f, article=np.asarray(article, np.int32), position=np.asarray(position, np.int32),
         train_order=np.asarray(train_order, np.int64)))
-    write_jsonl(folder / "texts.jsonl", text)
-    write_jsonl(folder / "articles.jsonl", articles)
+    for name, rows in (("texts.jsonl", text), ("articles.jsonl", articles)):     # JSON lines, one row a line
+        atomic_write(folder / name, lambda f, rows=rows: f.writelines(
+            (json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
 
 
 def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
@@ -49,15 +46,12 @@ def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
 
 def describe(bank: Bank) -> dict:
     """Counts and the content fingerprint, as the manifest records them."""
-    splits = [a["split"] for a in bank.articles]
-    per_split = {}
-    for s in SPLITS:
-        arts = bank.articles_in(s)
-        per_split[s] = {"articles": int(len(arts)), "concepts": int(bank.article_length[arts].sum()),
-                        "sequences": int(np.clip(bank.article_length[arts] - CONTEXT, 0, None).sum())}
+    lengths = {s: bank.article_length[bank.articles_in(s)] for s in SPLITS}
+    per_split = {s: {"articles": len(n), "concepts": int(n.sum()),
+                     "sequences": int(np.clip(n - CONTEXT, 0, None).sum())} for s, n in lengths.items()}
     return {"shape": list(bank.vectors.shape), "dtype": str(bank.vectors.dtype),
             "counts": {"articles": len(bank.articles), "concepts": len(bank), "per_split": per_split},
-            "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, splits)}
+            "fingerprint": fingerprint(bank.vectors, bank.article, bank.position, [a["split"] for a in bank.articles])}
 
 
 def load_bank(folder: str | Path, mmap: bool = True) -> Bank:
@@ -87,10 +81,9 @@ def load_bank(folder: str | Path, mmap: bool = True) -> Bank:
     if list(vectors.shape) != manifest.get("shape") or str(vectors.dtype) != manifest.get("dtype"):
         raise BankError(f"{folder / 'vectors.npy'}: shape {vectors.shape} {vectors.dtype}, but the manifest "
                         f"says {manifest.get('shape')} {manifest.get('dtype')}")
-    text = read_jsonl(folder / "texts.jsonl")
-    articles = read_jsonl(folder / "articles.jsonl")
-    bank = Bank(vectors, article, position, text, articles, train_order, manifest, folder)
-    found = fingerprint(vectors, article, position, [a["split"] for a in articles])
+    bank = Bank(vectors, article, position, read_jsonl(folder / "texts.jsonl"), read_jsonl(folder / "articles.jsonl"),
+                train_order, manifest, folder)
+    found = fingerprint(vectors, article, position, [a["split"] for a in bank.articles])
     if found != manifest.get("fingerprint"):
         raise BankError(f"bank {folder}: content fingerprint {found} does not match the manifest's "
                         f"{manifest.get('fingerprint')} (files changed after the build?)")
