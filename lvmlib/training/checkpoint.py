@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_map_only
 
 from .. import files
 from ..errors import InputError
 from ..models import LVM, ModelError, build_model
 
 FORMAT = "lvmlib-checkpoint/1"
-PROBE_SEED, PROBE_BATCH, PROBE_ATOL = 20240531, 8, 1e-5
+PROBE_SEED = 20240531
+PROBE_BATCH = 8
+PROBE_ATOL = 1e-5
 
 
 class CheckpointError(InputError):
@@ -40,6 +41,17 @@ def _rebuild(config: dict, state: dict, where) -> LVM:
     return model.eval()
 
 
+def _to_cpu(obj):
+    """Tensors anywhere in nested dicts, lists and tuples moved to the CPU (a checkpoint loads anywhere)."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path, model: LVM, **record) -> Path:
     """Write weights + config + probe + `record` atomically, once the model rebuilt from them predicts what
     the live model predicts."""
@@ -52,7 +64,7 @@ def save_checkpoint(path, model: LVM, **record) -> Path:
                            f"trained model predicts (max |diff| {(live - probe).abs().max().item():.3g})")
     payload = {"format": FORMAT, "model_config": dict(model.config), "state_dict": state,
                "probe": {"seed": PROBE_SEED, "outputs": probe}, "torch_version": str(torch.__version__),
-               **tree_map_only(torch.Tensor, lambda t: t.detach().cpu(), record)}
+               **_to_cpu(record)}
     files.atomic_write(path, lambda f: torch.save(payload, f))   # never half a checkpoint on disk
     return path
 
