@@ -1,6 +1,7 @@
 """The shape docs/architecture.md promises, checked on the source: short functions, one YAML reader,
 an evaluation package that stands without the training one."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,10 @@ def test_the_import_check_sees_relative_imports():
     tree = ast.parse("from ..training import fit\nfrom .core import x\nimport importlib")
     assert {"lvmlib.training", "lvmlib.training.fit", "lvmlib.evaluation.core", "importlib"} <= \
         imported_modules(tree, "lvmlib.evaluation")
+
+
+def test_the_size_docs_architecture_states_is_the_real_one():
+    text = (LVMLIB.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    stated = int(re.search(r"`lvmlib` is ([\d,]+) lines", text).group(1).replace(",", ""))
+    assert stated == sum(len(p.read_text(encoding="utf-8").splitlines()) for p in SOURCES), \
+        "docs/architecture.md states another size for lvmlib: update its 'Size' section"
