@@ -144,6 +144,19 @@ def row_cosines(predict, bank: Bank, ev: EvalSpec = EvalSpec()) -> np.ndarray:
     return evaluation.row_cosine(evaluation.predict_all(as_predict(predict), rows.contexts), rows.targets)
 
 
+def reload_verified(model, checkpoint: Path, fingerprint: str | None, probe_rows: np.ndarray):
+    """Reload the best checkpoint (load_checkpoint re-runs its stored probe) and check that it predicts what the
+    trained model predicts on real rows: (reloaded model, max |diff|). The reloaded model is what gets scored."""
+    reloaded, _ = load_checkpoint(checkpoint, expected_fingerprint=fingerprint)
+    reloaded = reloaded.to(_device(model)).eval()
+    with torch.no_grad():
+        x = torch.as_tensor(probe_rows, device=_device(model))
+        diff = float((model.eval()(x) - reloaded(x)).abs().max())
+    if not diff <= RELOAD_TOLERANCE:
+        raise RuntimeError(f"{checkpoint}: the reloaded model differs from the trained one by {diff:.2e}")
+    return reloaded, diff
+
+
 def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, progress=False,
                   reuse: bool = False) -> tuple[dict, dict, FitResult]:
     """Train (as `lvm train` does: weights seeded by the spec alone) or, with reuse, take a finished run from
@@ -151,23 +164,17 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
     train, val = sequences(bank, "train", spec.data.train_concepts), sequences(bank, "val")
     done, fingerprint = out_dir / "result.json", bank.manifest.get("fingerprint")
     seed_everything(spec.seed)
-    model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
     cached = reuse and done.exists()
     if cached:
         reloaded, _ = load_checkpoint(out_dir / "best.pt", expected_fingerprint=fingerprint)
         result, reload_diff = FitResult(model=reloaded, out_dir=out_dir, **json.loads(done.read_text())), 0.0
     else:
+        model = build_model(spec.model.name, dim=bank.dim, **spec.model.options)
         result = fit(model, train, val, reproducing_spec(bank, spec, out_dir), bank=bank, out_dir=out_dir,
                      progress=progress)
         files.write_json(done, files.to_jsonable({k: getattr(result, k) for k in _KEPT}))
-        reloaded, _ = load_checkpoint(result.checkpoint, expected_fingerprint=fingerprint)  # re-runs its probe
-        reloaded = reloaded.to(_device(result.model)).eval()
-        with torch.no_grad():       # and the trained and reloaded models must agree on real rows
-            x = torch.as_tensor(val.context_batch(slice(0, 256)), device=_device(result.model))
-            reload_diff = float((result.model.eval()(x) - reloaded(x)).abs().max())
-        if not reload_diff <= RELOAD_TOLERANCE:
-            raise RuntimeError(f"{result.checkpoint}: the reloaded model differs from the trained one by "
-                               f"{reload_diff:.2e}")
+        reloaded, reload_diff = reload_verified(result.model, result.checkpoint, fingerprint,
+                                                val.context_batch(slice(0, 256)))
     doc = evaluate_model(reloaded, bank, spec.data.train_concepts, spec.eval, baselines)
     rows_seen = sum(h.get("train_rows", 0) for h in result.history)   # fewer with a curriculum; none: nothing to train
     row = {"label": spec.name, **spec.tags, "model": DISPLAY.get(spec.model.name, spec.model.name),

@@ -13,6 +13,10 @@ FORMAT = "lvm-bank/1"
 FILES = ("manifest.json", "vectors.npy", "concepts.npz", "texts.jsonl", "articles.jsonl")
 
 
+def write_jsonl(path, rows) -> None:
+    atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
+
+
 def read_jsonl(path: Path) -> list:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -29,9 +33,8 @@ def save_layout(folder: Path, article, position, text, articles, train_order) ->
     atomic_write(folder / "concepts.npz", lambda f: np.savez(
         f, article=np.asarray(article, np.int32), position=np.asarray(position, np.int32),
         train_order=np.asarray(train_order, np.int64)))
-    for name, rows in (("texts.jsonl", text), ("articles.jsonl", articles)):     # JSON lines, one row a line
-        atomic_write(folder / name, lambda f, rows=rows: f.writelines(
-            (json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
+    write_jsonl(folder / "texts.jsonl", text)
+    write_jsonl(folder / "articles.jsonl", articles)
 
 
 def save_bank(bank: Bank, folder: str | Path, manifest: dict) -> dict:
