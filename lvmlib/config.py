@@ -59,13 +59,21 @@ class TrainSpec:
     lr: float = 5.0e-4
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    schedule: str = "plateau"       # plateau: ReduceLROnPlateau on val loss; cosine: warm-up + cosine decay
+    schedule: str = "plateau"       # plateau: ReduceLROnPlateau on the stop metric; cosine: warm-up + cosine decay
     warmup_steps: int = 0           # linear LR warm-up (cosine schedule)
     plateau_factor: float = 0.5
-    plateau_patience: int = 3
-    early_stop_patience: int = 6    # epochs without a better val loss before stopping (0: off)
-    min_lr: float = 0.0             # plateau: stop (converged) once the LR has decayed below this (0: off)
+    plateau_patience: int = 3       # validations without a min_delta gain before the LR is lowered
+    # the stop rule (training/loop.py): flat for max(patience_steps, patience_share * steps so far) optimizer
+    # steps, after the LR has been lowered; the best checkpoint and the stop read `stop_metric`
+    stop_metric: str = "cosine"     # cosine: VAL cosine (what the reports read); loss: the VAL loss
+    patience_steps: int = 300       # floor of the patience, in optimizer steps (0: no early stop)
+    patience_share: float = 0.25    # the patience grows with the run: this share of the steps run so far
+    min_delta: float = 5.0e-4       # a smaller gain in the stop metric is not an improvement
+    flat_share: float = 0.05        # flat: as many steps again would add less than this share of the gain so far
+    min_lr: float = 0.0             # plateau: stop once the LR has decayed below this, if flat (0: off)
     max_steps: int | None = None    # stop after this many optimizer steps (a fixed-compute control; not converged)
+    precision: str = "fp32"         # fp32 | bf16 (autocast, fp32 master weights) | auto (bf16 where native)
+    val_rows: int | None = None     # validate on a fixed sample of this many VAL windows (None: all of them)
     eval_batch_size: int = 1024
     device: str = "auto"            # auto, cpu, cuda, cuda:N, mps
 
@@ -98,9 +106,10 @@ class RunSpec:
 
 
 _KIND_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
-_AT_LEAST = {**dict.fromkeys(("epochs", "batch_size", "eval_batch_size"), 1),
-             **dict.fromkeys(("lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience",
-                              "early_stop_patience", "min_lr", "train_concepts", "rows", "max_steps"), 0)}
+_AT_LEAST = {**dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "val_rows"), 1),
+             **dict.fromkeys(("lr", "weight_decay", "grad_clip", "warmup_steps", "plateau_patience", "patience_steps",
+                              "patience_share", "min_delta", "flat_share", "min_lr", "train_concepts", "rows",
+                              "max_steps"), 0)}
 
 
 def _typed(value, kind, where: str):
@@ -172,12 +181,15 @@ def _check(spec: RunSpec) -> None:
     _unknown(data.synthetic or {}, inspect.signature(synthetic_bank).parameters, "params.data.synthetic")
     if train.schedule not in ("plateau", "cosine"):
         raise ConfigError(f"params.train.schedule must be 'plateau' or 'cosine', got {train.schedule!r}")
+    for key, allowed in (("stop_metric", ("cosine", "loss")), ("precision", ("fp32", "bf16", "auto"))):
+        if getattr(train, key) not in allowed:
+            raise ConfigError(f"params.train.{key} must be one of {', '.join(allowed)}, got {getattr(train, key)!r}")
     if not 0 < train.plateau_factor < 1:
         raise ConfigError(f"params.train.plateau_factor must be in (0, 1), got {train.plateau_factor}")
     if model.name not in models.CORES:
         raise ConfigError(f"params.model.name: unknown model {model.name!r}; expected one of {sorted(models.CORES)}")
     known = (set(inspect.signature(models.CORES[model.name]).parameters) - {"in_dim", "out_dim"}
-             | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head"}
+             | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head", "baseline_start"}
              | set(models.FLOW_DEFAULTS) | set(models.ENERGY_DEFAULTS))
     _unknown(model.options, known, "params.model.options", f" for model {model.name!r}")
 

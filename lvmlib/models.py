@@ -5,6 +5,7 @@ options are described in docs/architecture.md. Parameter counts at D=768 match S
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -121,6 +122,8 @@ class LSTMCore(nn.Module):
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, x):
+        if torch.is_autocast_enabled(x.device.type):    # oneDNN's bf16 LSTM refuses an fp32 input under autocast
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         h, _ = self.lstm(x)
         return self.head(h[:, -1])
 
@@ -220,6 +223,7 @@ class BaseLCM(nn.Module):
                                            activation="gelu")
         self.decoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self.post_net = nn.Linear(d_model, out_dim)
+        self.add_center = True      # False on top of a baseline (LVM baseline_start): the correction alone
 
     def fit(self, vectors):
         if self.fixed_scale is not None:
@@ -236,7 +240,8 @@ class BaseLCM(nn.Module):
         scaled = torch.cat([(x[..., :d] - self.center) / self.spread, x[..., d:]], dim=-1)
         h = self.pre_net(scaled) + self.pos[: x.shape[1]]
         h = self.decoder(h, mask=nn.Transformer.generate_square_subsequent_mask(x.shape[1], x.device), is_causal=True)
-        return self.post_net(h) * self.spread + self.center
+        out = self.post_net(h) * self.spread
+        return out + self.center if self.add_center else out
 
     def forward(self, x):
         return self.all_positions(x)[:, -1]
@@ -388,19 +393,56 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torc
 HEADS = {"flow": (FlowHead, FLOW_DEFAULTS), "energy": (EnergyHead, ENERGY_DEFAULTS)}
 
 
+def output_layer(core: nn.Module) -> nn.Module | None:
+    """The layer a core's output comes from (None for the parameter-free baselines)."""
+    return next((getattr(core, n) for n in ("head", "post_net", "mlp") if hasattr(core, n)), None)
+
+
+class PositionWeighted(nn.Module):
+    """The learned position-weighted context sum sum_i w_i ctx_i (w_i from 1/5): the baseline a baseline-start core
+    corrects. at_every_position gives position i the sum over ctx[..i] with the weights of the i+1 latest slots,
+    rescaled to the same total weight, so a model that predicts every position starts at each prefix's average."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.weights = nn.Parameter(torch.full((CONTEXT,), 1 / CONTEXT))
+
+    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("t,btd->bd", self.weights.to(ctx.dtype), ctx[..., : self.dim])
+
+    def at_every_position(self, ctx: torch.Tensor) -> torch.Tensor:
+        n, w = ctx.shape[1], self.weights.to(ctx.dtype)
+        lag = torch.arange(n, device=ctx.device)[:, None] - torch.arange(n, device=ctx.device)[None, :]  # i - j
+        mix = torch.where(lag >= 0, w[(n - 1 - lag).clamp(0, n - 1)], torch.zeros((), dtype=w.dtype))   # (i, j)
+        mix = mix * (w.sum() / mix.sum(dim=1, keepdim=True))
+        return torch.einsum("ij,bjd->bid", mix, ctx[..., : self.dim])
+
+
 class LVM(nn.Module):
-    """The wrapper every model is: checks the input, adds the positional channel, the residual option and a
-    generative head (`head`: None, "flow" or "energy", the module in the attribute of that name)."""
+    """The wrapper every model is: checks the input, adds the positional channel, the baseline start, the residual
+    option and a generative head (`head`: None, "flow" or "energy", the module in the attribute of that name).
+
+    baseline_start: the raw output is PositionWeighted(ctx) + the core's output, whose output layer starts at zero,
+    so every architecture starts as the position-weighted average and learns what it adds beyond averaging."""
 
     def __init__(self, core: nn.Module, config: dict, dim: int, residual: bool = False,
                  positional_scale: float | None = None, alpha_floor: float = 0.05, alpha_init: float = 0.5,
-                 flow: FlowHead | None = None, energy: EnergyHead | None = None):
+                 flow: FlowHead | None = None, energy: EnergyHead | None = None, baseline_start: bool = False):
         super().__init__()
         if flow is not None and energy is not None:
             raise ModelError("a model has one head: flow or energy, not both")
         self.core, self.config, self.dim = core, config, dim
         self.flow, self.energy = flow, energy
         self.head = "flow" if flow is not None else "energy" if energy is not None else None
+        self.baseline = None
+        if baseline_start:
+            if output_layer(core) is None:
+                raise ModelError(f"{config['name']}: baseline_start needs a trained core (it has no output layer)")
+            self.baseline = PositionWeighted(dim)
+            zero_output_layer(output_layer(core))
+            if hasattr(core, "add_center"):
+                core.add_center = False
         self.residual = residual
         self.positional_scale = positional_scale
         if positional_scale is not None:
@@ -411,9 +453,8 @@ class LVM(nn.Module):
                 raise ModelError(f"residual needs 0 <= alpha_floor < alpha_init, got {alpha_floor}, {alpha_init}")
             self.alpha_floor = alpha_floor
             # the correction starts at zero, so a residual model starts as copy-last, not as noise
-            output = next((getattr(core, n) for n in ("head", "post_net", "mlp") if hasattr(core, n)), None)
-            if output is not None:      # the parameter-free baselines have no output layer
-                zero_output_layer(output)
+            if output_layer(core) is not None:      # the parameter-free baselines have no output layer
+                zero_output_layer(output_layer(core))
             # alpha = floor + softplus(rho); rho chosen so alpha starts at alpha_init
             self.alpha_rho = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init - alpha_floor))))
 
@@ -442,8 +483,12 @@ class LVM(nn.Module):
         return (F.normalize(last, dim=-1) + self.alpha * out) if self.residual else out
 
     def condition(self, ctx: torch.Tensor) -> torch.Tensor:
-        """The core's output (after the residual option): the raw prediction, or a generative head's condition."""
-        return self._residual(self.core(self._input(ctx)), ctx[:, -1])
+        """The core's output (on its baseline, after the residual option): the raw prediction, or a generative
+        head's condition."""
+        out = self.core(self._input(ctx))
+        if self.baseline is not None:
+            out = self.baseline(ctx) + out
+        return self._residual(out, ctx[:, -1])
 
     def raw(self, ctx: torch.Tensor) -> torch.Tensor:
         c = self.condition(ctx)
@@ -463,7 +508,10 @@ class LVM(nn.Module):
             raise ModelError(f"{self.name} with head='{self.head}' predicts the last position only (no raw_all)")
         if not self.predicts_every_position:
             raise ModelError(f"{self.name} predicts the last position only; raw_all needs base_lcm")
-        return self._residual(self.core.all_positions(self._input(ctx)), ctx)
+        out = self.core.all_positions(self._input(ctx))
+        if self.baseline is not None:
+            out = self.baseline.at_every_position(ctx) + out
+        return self._residual(out, ctx)
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.raw(ctx), dim=-1)
@@ -482,7 +530,10 @@ def build_model(name: str, dim: int = 384, **options) -> LVM:
         raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if not isinstance(dim, int) or dim < 2:
         raise ModelError(f"dim must be an int >= 2, got {dim!r}")
-    wrapper = {k: options.pop(k) for k in ("residual", "positional_scale", "alpha_floor", "alpha_init") if k in options}
+    wrapper_keys = ["residual", "positional_scale", "alpha_floor", "alpha_init", "baseline_start"]
+    if "baseline_start" in inspect.signature(CORES[name]).parameters:
+        wrapper_keys.remove("baseline_start")       # AMN's own: its MLP reads the weighted sum too
+    wrapper = {k: options.pop(k) for k in wrapper_keys if k in options}
     head = options.pop("head", None)
     given = {h: {k: options.pop(k) for k in defaults if k in options} for h, (_, defaults) in HEADS.items()}
     if head not in (None, *HEADS):

@@ -246,6 +246,27 @@ def training_curves(history, *, facet: str = "label", max_panels: int = 12,
     return _finish(fig, axes, (title or "Training and validation loss per epoch") + more)
 
 
+def step_curves(curves, *, facet: str = "model", hue: str = "start", refs: Mapping[str, float] | None = None,
+                title: str | None = None) -> Figure:
+    """VAL cosine against optimizer steps (curves: long frame with facet, hue, step, val_cosine), a panel per
+    `facet`, a line per `hue`, the reference values as dashed lines; each run's best step starred."""
+    c, _ = _frame(curves, (facet, hue, "step", "val_cosine"), "val_cosine", "step_curves")
+    panels = list(dict.fromkeys(c[facet].astype(str)))
+    fig, axes = _grid(max(1, len(panels)), ncols=3, w=3.4, h=2.7, sharey=True)
+    styles = dict(zip(dict.fromkeys(c[hue].astype(str)), ("-", "--", ":", "-.")))
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        g = c[c[facet].astype(str) == panel]
+        for name, line in g.groupby(g[hue].astype(str), sort=False):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["val_cosine"], ls=styles[name], lw=1.4, color=colour(panel), label=name)
+            top = line.loc[line["val_cosine"].idxmax()]
+            ax.plot([top["step"]], [top["val_cosine"]], marker="*", ms=9, color=colour(panel), mec="black",
+                    ls="none", label="_best")
+        _refs(ax, refs)
+        ax.set(title=panel, xlabel="optimizer steps", ylabel="VAL cosine" if i % 3 == 0 else "")
+    return _finish(fig, axes, title or "VAL cosine against optimizer steps (★ the best checkpoint)")
+
+
 def offset_sweep(frame, *, hue: str = "label", facet: str | None = None, title: str | None = None) -> Figure:
     """c_k = mean cos(ŷ, v[t+k]) against the offset k, k = 0 marked and each line's peak starred (a forward
     predictor peaks at k = 0, a copy-last one at k = -1)."""

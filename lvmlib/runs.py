@@ -24,9 +24,9 @@ DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transform
            "global_mean": "global mean", "position_weighted": "position-weighted avg",
            "residual_ridge": "residual ridge"}
 RELOAD_TOLERANCE = 1e-5
-CACHE_VERSION = 2     # bump when training changes what a spec produces (2: baseline-start inits)
+CACHE_VERSION = 4     # bump when training changes what a spec produces (2: baseline-start inits; 4: the stop rule)
 _KEPT = ("history", "best_epoch", "best_val_loss", "best_val_cosine", "epochs_run", "stop_reason", "optimizer_steps",
-         "seconds", "device")    # what result.json keeps of a FitResult (the model is best.pt)
+         "seconds", "device", "val_cos_slope", "flat", "precision", "initial_val_cosine")    # what result.json keeps of a FitResult (the model is best.pt)
 
 
 def _device(model) -> torch.device:
@@ -182,10 +182,22 @@ def run_spec_once(bank: Bank, spec: RunSpec, out_dir: Path, *, baselines=None, p
            "train_sequences": len(train), "params": count_parameters(reloaded),
            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "converged": result.converged,
            "stop_reason": result.stop_reason, "optimizer_steps": result.optimizer_steps,
+           "best_step": _best_step(result), "val_cos_slope": result.val_cos_slope, "precision": result.precision,
+           "start": "average" if reloaded.baseline is not None or (
+               spec.model.name == "amn" and spec.model.options.get("baseline_start", True)) else "plain",
            "batch_size": spec.train.batch_size, "lr": spec.train.lr, "train_rows_seen": rows_seen,
            "train_seconds": round(result.seconds, 1), "device": result.device, "cached": cached,
            "checkpoint_reload_max_diff": reload_diff, **summarize(doc)}
     return row, doc, result
+
+
+def _best_step(result: FitResult) -> int | None:
+    """The optimizer step of the best checkpoint (None: nothing trained)."""
+    if result.best_epoch is None:
+        return None
+    if result.best_epoch == 0:      # the start (the position-weighted average, for a baseline start) was best
+        return 0
+    return next((h.get("step") for h in result.history if h["epoch"] == result.best_epoch), None)
 
 
 def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, progress=False, log=print) -> Results:
@@ -215,5 +227,6 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
             results.row_cos[spec.name] = row_cosines(result.model, bank, spec.eval)
             if log:
                 log(f"{spec.name:<40} val cos {row['val_cos']:.4f}  {row['optimizer_steps']} steps, "
-                    f"stop: {row['stop_reason']}{' (cached)' if row['cached'] else ''}, {row['train_seconds']:.0f} s")
+                    f"stop: {row['stop_reason']}{'' if row['converged'] else ' (not converged)'}"
+                    f"{' (cached)' if row['cached'] else ''}, {row['train_seconds']:.0f} s")
     return results

@@ -170,6 +170,14 @@ class Sequences:
     def dim(self) -> int:
         return int((self.vectors if self.vectors is not None else self._targets).shape[-1])
 
+    def take(self, rows: np.ndarray) -> "Sequences":
+        """The windows `rows` (indices) as Sequences of their own."""
+        pick = {k: getattr(self, k)[rows] for k in ("article", "position", "index")}
+        limit = None if self.limit is None else self.limit[rows]
+        if self.vectors is not None:
+            return Sequences(**pick, limit=limit, vectors=self.vectors, context=self.context)
+        return Sequences(self._contexts[rows], self._targets[rows], **pick, limit=limit)
+
     def context_rows(self, rows=slice(None)) -> np.ndarray:
         """(B, context) bank rows of the contexts of windows `rows` (indices, a slice or a mask)."""
         return np.asarray(self.index[rows], dtype=np.int64)[:, None] + np.arange(-self.context, 0)

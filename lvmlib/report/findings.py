@@ -49,11 +49,69 @@ def convergence(rows: pd.DataFrame) -> str:
     ok, not_ok = converged_only(rows)
     if len(ok) + len(not_ok) == 0:
         return "No trained runs."
-    text = f"{len(ok)} of {len(ok) + len(not_ok)} trained runs converged (stopped by early stopping on VAL)"
+    text = (f"{len(ok)} of {len(ok) + len(not_ok)} trained runs converged (flat: no VAL-cosine gain of min_delta "
+            "over a patience counted in optimizer steps, after the LR was lowered)")
     if not len(not_ok):
         return text + "."
-    return (f"{text}; {len(not_ok)} stopped at the epoch cap while still improving "
+    return (f"{text}; {len(not_ok)} stopped at the epoch or step cap while still improving "
             f"({', '.join(dict.fromkeys(not_ok['label'].astype(str)))}) and are left out of every conclusion.")
+
+
+def spec_scale(specs) -> str:
+    """How far each trained architecture's options are from SPEC's (the cores' defaults), e.g. "GRU hidden 384 of
+    512, blocks 2 of 4"; plus the start (average or the seeds' plain head)."""
+    import inspect
+
+    from ..models import CORES
+    from ..runs import DISPLAY
+    parts = {}
+    for spec in specs:
+        core = CORES[spec.model.name]
+        defaults = {k: p.default for k, p in inspect.signature(core).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        changed = [f"{k} {v} of {defaults[k]}" for k, v in spec.model.options.items()
+                   if k in defaults and k != "baseline_start" and v != defaults[k]]
+        parts.setdefault(DISPLAY.get(spec.model.name, spec.model.name), ", ".join(changed) or "SPEC widths")
+    return "; ".join(f"{m}: {v}" for m, v in parts.items())
+
+
+def below_average(rows: pd.DataFrame, baselines: pd.DataFrame, by=("model", "loss"),
+                  refs=("Linear Average", "position-weighted avg")) -> str:
+    """Converged start-at-average configurations whose VAL cosine (mean over seeds) ends below a baseline they
+    can represent (they start there): a finding about their training, not about the architecture."""
+    ok, _ = converged_only(rows)
+    if "start" in ok:
+        ok = ok[ok.start == "average"]
+    if ok.empty:
+        return "No converged start-at-average run to check against the averages it starts from."
+    levels = baselines.set_index("label").val_cos
+    means = ok.groupby(list(by), sort=False).val_cos.mean()
+    below = {r: [" · ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k, v in means.items()
+                 if v < levels[r]] for r in refs if r in levels}
+    text = "; ".join(f"{len(v)} of {len(means)} below the {r.lower()} ({levels[r]:.3f})" + (f": {', '.join(v)}"
+                     if v else "") for r, v in below.items())
+    worse = any(below.values())
+    return ("Converged start-at-average configurations (mean VAL cosine over seeds): " + text
+            + ("; these start at that average and end under it — their training (LR, steps, the correction's "
+               "noise) costs more than it adds, so their rows say nothing yet about the architecture." if worse
+               else "; none ends below an average it starts from."))
+
+
+def plain_head_cost(rows: pd.DataFrame) -> str:
+    """The seeds' plain head against start-at-average, per architecture (rows: one seed each, `start` column)."""
+    if rows.empty or "start" not in rows:
+        return "No plain-head run to compare with the start-at-average runs."
+    parts = []
+    for model, g in rows.groupby("model", sort=False):
+        by = g.set_index("start")
+        if {"plain", "average"} <= set(by.index):
+            p, a = by.loc["plain"], by.loc["average"]
+            mark = "" if bool(p.converged) else ", not converged"
+            parts.append(f"{model} {p.val_cos:.3f} at {int(p.optimizer_steps):,} steps{mark} vs {a.val_cos:.3f} at "
+                         f"{int(a.optimizer_steps):,}")
+    if not parts:
+        return "No architecture has both a plain-head and a start-at-average run."
+    return ("The seeds' plain head vs start at the average (MSE, seed 0, VAL cosine): " + "; ".join(parts) + ".")
 
 
 def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
@@ -69,6 +127,8 @@ def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
         out["optimizer steps"] = f"{int(steps.min()):,}–{int(steps.max()):,} per run"
         out["training windows"] = ", ".join(f"{int(v):,}" for v in sorted(trained.train_sequences.unique()))
         out["device"] = ", ".join(sorted(trained.device.astype(str).unique())) if "device" in trained else "?"
+        if "precision" in trained:
+            out["precision"] = ", ".join(sorted(trained.precision.dropna().astype(str).unique()))
     out["seeds"] = ", ".join(map(str, seeds))
     return {**out, **extra}
 
@@ -135,11 +195,13 @@ def copies(copy_rates: dict) -> str:
 
 
 def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.DataFrame, gains: dict,
-                    copy_rates: dict | None = None, sweep: str | None = None) -> list[str]:
-    """Notebook 01's TL;DR."""
+                    copy_rates: dict | None = None, sweep: str | None = None,
+                    plain: pd.DataFrame | None = None) -> list[str]:
+    """Notebook 01's TL;DR; plain: the plain-head runs beside their start-at-average runs (plain_head_cost)."""
     out = [convergence(rows)] + ([sweep] if sweep else []) + [
         best_vs_baselines(summary, baselines), gain_over("ridge on the position-weighted average's residual", gains),
-        loss_effect(summary)]
+        below_average(rows, baselines), loss_effect(summary)]
+    out += [plain_head_cost(plain)] if plain is not None else []
     return out + ([copies(copy_rates)] if copy_rates else [])
 
 
@@ -195,15 +257,25 @@ def scaling(rows, curve, fixed, baselines, gains) -> list[str]:
             collapse(rows, baselines)]
 
 
-def margins(summary: pd.DataFrame, label: str = "variant") -> str:
-    """The 5CAT A margin per configuration; the largest, and whether any is above zero."""
+def margins(summary: pd.DataFrame, label: str = "variant", floor: float | None = None) -> str:
+    """The 5CAT A margin per configuration beside its VAL cosine; the largest among those that learned the
+    average (VAL cosine >= `floor`, the linear average's): a model nearer the global mean is farther from ctx[-1],
+    so under-training alone raises the margin and is never read as a win."""
     if summary.empty:
         return "No converged configuration to read a margin from."
-    best = summary.loc[summary.val_margin.idxmax()]
+    learned = summary if floor is None else summary[summary.val_cos >= floor]
     positive = (summary.val_margin_low > 0).sum() if "val_margin_low" in summary else 0
-    return ("VAL margin (c₀ − max other offset; > 0 means nearer the true next concept than any neighbour): "
-            + ", ".join(f"{r[label]} {_ci(r, 'val_margin')}" for _, r in summary.iterrows())
-            + f". Largest: {best[label]}; {positive} with the whole interval above zero.")
+    text = ("VAL margin (c₀ − max other offset; > 0 means nearer the true next concept than any neighbour) at VAL "
+            "cosine: " + ", ".join(f"{r[label]} {_ci(r, 'val_margin')} at {r.val_cos:.3f}" for _, r in summary.iterrows())
+            + f"; {positive} with the whole interval above zero")
+    if floor is not None and len(learned) < len(summary):
+        text += (f". Below the linear average's VAL cosine ({floor:.3f}), so not compared on margin: "
+                 + ", ".join(summary[summary.val_cos < floor][label].astype(str)))
+    if learned.empty:
+        return text + "; no configuration learned the average, so no margin is read as a win."
+    best = learned.loc[learned.val_margin.idxmax()]
+    return text + (f". Largest among those at or above the linear average: {best[label]}, "
+                   f"{_ci(best, 'val_margin')} at VAL cosine {_ci(best)}.")
 
 
 def gates(table: pd.DataFrame, trained: list[str]) -> str:
@@ -224,13 +296,16 @@ def versus(summary: pd.DataFrame, a: str, b: str, metric: str = "val_margin", la
         return f"{a} or {b} has no converged runs to compare."
     ia, ib = _interval(by.loc[a], metric), _interval(by.loc[b], metric)
     side = "(no interval with one seed) vs" if any(pd.isna(v) for v in (*ia[1:], *ib[1:])) else SIDE[separated(ia, ib)]
-    return f"{a}: {metric.replace('_', ' ')} {fmt_ci(*ia)}, {side} {b}'s {fmt_ci(*ib)}."
+    text = f"{a}: {metric.replace('_', ' ')} {fmt_ci(*ia)}, {side} {b}'s {fmt_ci(*ib)}"
+    if metric != "val_cos" and "val_cos" in by:     # margins are read beside how well each predicts
+        text += f" (VAL cosine {by.loc[a].val_cos:.3f} vs {by.loc[b].val_cos:.3f})"
+    return text + "."
 
 
-def directional(rows, summary, table, trained_labels) -> list[str]:
-    """Notebook 03's TL;DR."""
-    return [convergence(rows), margins(summary), gates(table, trained_labels), versus(summary, "P3 guard", "P1 MSE"),
-            versus(summary, "P2 residual", "P1 MSE")]
+def directional(rows, summary, table, trained_labels, floor: float | None = None) -> list[str]:
+    """Notebook 03's TL;DR; floor: the linear average's VAL cosine (margins of runs below it are not wins)."""
+    return [convergence(rows), margins(summary, floor=floor), gates(table, trained_labels),
+            versus(summary, "P3 guard", "P1 MSE"), versus(summary, "P2 residual", "P1 MSE")]
 
 
 def dataset(card: dict) -> list[str]:
@@ -254,8 +329,9 @@ def dataset(card: dict) -> list[str]:
 # Notebook 04 (beyond copy-last): objectives on one backbone against a predictability ceiling.
 
 def best_forward(summary: pd.DataFrame, floor: float | None = None, metric: str = "val_margin"):
-    """The largest `metric` among configurations whose VAL cosine is above `floor` (a constant's), else None:
-    a margin won by pointing away from every concept is no forward prediction."""
+    """The largest `metric` among configurations whose VAL cosine is above `floor` (the linear average's), else
+    None: a margin won by pointing away from every concept, or by not having learned the average, is no forward
+    prediction."""
     ok = summary if floor is None or "val_cos" not in summary else summary[summary.val_cos > floor]
     return None if ok.empty else ok.loc[ok[metric].idxmax()]
 
@@ -273,10 +349,10 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
     best, top = best_forward(summary, floor), summary.loc[summary.val_margin.idxmax()]
     by = summary.set_index(label)
     if best is None:
-        first = (f"No configuration predicts better than a constant (VAL cosine above {floor:.3f}); the largest VAL "
-                 f"margin is {top[label]}'s {_ci(top, 'val_margin')}")
+        first = (f"No configuration predicts better than the linear average (VAL cosine above {floor:.3f}); the "
+                 f"largest VAL margin is {top[label]}'s {_ci(top, 'val_margin')}")
     else:
-        among = "" if floor is None else f" among configurations above a constant predictor (VAL cosine > {floor:.3f})"
+        among = "" if floor is None else f" among configurations above the linear average (VAL cosine > {floor:.3f})"
         first = (f"Largest VAL margin{among}: {best[label]}, {_ci(best, 'val_margin')} over {int(best['seeds'])} "
                  "seed(s)")
         if "val_cos" in summary:
@@ -285,8 +361,8 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
             ref = _interval(by.loc[reference], "val_margin")
             first += f", {SIDE[separated(_interval(best, 'val_margin'), ref)]} {reference}'s {fmt_ci(*ref)}"
         if top[label] != best[label]:
-            first += (f"; {top[label]} has a larger one, {_ci(top, 'val_margin')}, but at VAL cosine {_ci(top)}, no "
-                      "better than a constant's: it moved away from the context, not towards the next concept")
+            first += (f"; {top[label]} has a larger one, {_ci(top, 'val_margin')}, but at VAL cosine {_ci(top)}, below "
+                      "the linear average's: it moved away from the context, not towards the next concept")
     out.append(first + ".")
     tops = {m: summary.loc[summary[m].idxmax()] for m in ("val_r1", "val_r1_excl", "ca", "ca_meta")}
     on = {m: f"{r[label]} {_ci(r, m)}" for m, r in tops.items()}

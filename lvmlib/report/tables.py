@@ -53,6 +53,19 @@ def with_cis(summary: pd.DataFrame, metrics, names: dict | None = None) -> pd.Da
     return out.rename(columns=names or {})
 
 
+def step_frame(fits: dict, **columns) -> pd.DataFrame:
+    """VAL cosine per optimizer step of several runs, long form (label, step, val_cosine, then `columns`: {name:
+    {label: value}}), from step 0 (before training) where the run measured it."""
+    out = []
+    for label, result in fits.items():
+        tags = {name: values[label] for name, values in columns.items()}
+        if getattr(result, "initial_val_cosine", None) is not None:
+            out.append({"label": label, "step": 0, "val_cosine": result.initial_val_cosine, **tags})
+        out += [{"label": label, "step": h["step"], "val_cosine": h["val_cosine"], **tags}
+                for h in result.history if "step" in h]
+    return pd.DataFrame(out, columns=["label", "step", "val_cosine", *columns])
+
+
 def history_frame(fits: dict) -> pd.DataFrame:
     """Per-epoch training history of several runs, long form (label, epoch, split, loss, val_cosine)."""
     return pd.DataFrame([{"label": label, "epoch": h.get("epoch"), "split": split, "loss": h[f"{split}_loss"],

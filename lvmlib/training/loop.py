@@ -1,7 +1,10 @@
 """The training loop: `fit(model, train, val, spec)` on in-memory sequences. AdamW, a plateau or warm-up + cosine
-LR schedule, gradient clipping, early stopping, the best weights by val loss. All randomness of epoch e is seeded
-from (seed, e), so a resumed run replays an uninterrupted one bit for bit. Under torch.distributed each rank trains
-on its shard of every batch; only rank 0 writes."""
+LR schedule, gradient clipping, optional bf16 autocast, the best weights by the stop metric (VAL cosine unless told
+otherwise), and a stop rule counted in optimizer steps: a run stops when the metric has not gained min_delta for
+max(patience_steps, patience_share * steps so far) steps after the LR was lowered, and is called converged only if
+its VAL cosine is also flat over that last stretch (a least-squares slope). All randomness of epoch e is seeded from
+(seed, e), so a resumed run replays an uninterrupted one bit for bit. Under torch.distributed each rank trains on its
+shard of every batch; only rank 0 writes."""
 import contextlib
 import hashlib
 import math
@@ -59,9 +62,9 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 @dataclass
 class FitResult:
-    model: LVM                  # best weights by val loss, eval mode
+    model: LVM                  # best weights by the stop metric, eval mode
     history: list[dict]         # one entry per epoch
-    best_epoch: int | None      # 1-based; None for a model with nothing to train (then 0 epochs)
+    best_epoch: int | None      # 1-based; 0: the start was best; None for a model with nothing to train
     best_val_loss: float
     best_val_cosine: float
     epochs_run: int
@@ -70,11 +73,15 @@ class FitResult:
     seconds: float
     out_dir: Path | None
     device: str
+    val_cos_slope: float | None = None   # VAL cosine per 1,000 steps over the last stretch (None: too short)
+    initial_val_cosine: float | None = None   # before the first step
+    flat: bool = False                   # that slope times the stretch is below min_delta
+    precision: str = "fp32"              # what the forward and backward passes ran in
 
     @property
     def converged(self) -> bool:
-        """Stopped because it had stopped improving, not by the epoch or step cap."""
-        return self.stop_reason in CONVERGED
+        """Stopped because it had stopped improving (not by the epoch or step cap) and ends flat."""
+        return self.stop_reason in CONVERGED and self.flat
 
     @property
     def checkpoint(self) -> Path | None:
@@ -152,11 +159,12 @@ def validate(objective: Objective, data: _Tensors, batch_size: int = 1024) -> di
 
 
 def _scheduler(optimizer, tcfg, n_train: int):
-    """plateau: ReduceLROnPlateau on the val loss, stepped per epoch; cosine: stepped per batch, linear
-    warm-up over warmup_steps, then cosine decay to 0 at the last planned step."""
+    """plateau: ReduceLROnPlateau on the stop metric (a gain below min_delta is none), stepped per epoch; cosine:
+    stepped per batch, linear warm-up over warmup_steps, then cosine decay to 0 at the last planned step."""
     if tcfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience)
+            optimizer, mode="max" if tcfg.stop_metric == "cosine" else "min", factor=tcfg.plateau_factor,
+            patience=tcfg.plateau_patience, threshold=tcfg.min_delta, threshold_mode="abs")
     warm, total = tcfg.warmup_steps, max(min(math.ceil(n_train / tcfg.batch_size) * tcfg.epochs,
                                              tcfg.max_steps or math.inf), 1)
 
@@ -207,8 +215,8 @@ class _Run:
     history: list = field(default_factory=list)
     # what a resume needs besides weights and optimizer: the best epoch so far, why it stopped, steps taken
     state: dict = field(default_factory=lambda: {
-        "best": {"epoch": None, "val_loss": math.inf, "val_cosine": math.nan, "bad_epochs": 0},
-        "stop_reason": None, "steps": 0})
+        "best": {"epoch": None, "val_loss": math.inf, "val_cosine": math.nan, "score": -math.inf},
+        "anchor": {"score": -math.inf, "step": 0}, "lr_lowered": False, "stop_reason": None, "steps": 0})
 
     def save(self, name: str, epoch: int, optimizer=None, scheduler=None) -> None:
         if dist_info()[0] == 0 and self.out_dir is not None:
@@ -224,6 +232,8 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
     device = pick_device(spec.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     if len(train) == 0 or len(val) == 0:
         raise ConfigError(f"fit needs non-empty train and val sequences (got {len(train)} and {len(val)})")
+    if spec.train.val_rows and spec.train.val_rows < len(val):   # the same rows for every run and seed
+        val = val.take(np.sort(np.random.default_rng(0).choice(len(val), spec.train.val_rows, replace=False)))
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ConfigError("resume needs an output folder (params.out)")
@@ -257,12 +267,12 @@ def _measure_only(run: _Run, val_t: _Tensors, tcfg) -> FitResult:
     """Baselines have nothing to learn: measure the val loss once and record them like a run."""
     ev = validate(run.objective, val_t, tcfg.eval_batch_size)
     run.history = [{"epoch": 0, "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"]}]
-    run.state = {"best": {"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "bad_epochs": 0},
-                 "stop_reason": NOTHING_TO_TRAIN, "steps": 0}
+    run.state = {"best": {"epoch": None, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "score": None},
+                 "anchor": None, "lr_lowered": False, "stop_reason": NOTHING_TO_TRAIN, "steps": 0}
     run.save("best.pt", 0)
     run.save("last.pt", 0)
     return FitResult(run.model.eval(), run.history, None, ev["loss"], ev["cosine"], 0, NOTHING_TO_TRAIN, 0, 0.0,
-                     run.out_dir, str(run.device))
+                     run.out_dir, str(run.device), flat=True)
 
 
 def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curriculum, last, progress) -> FitResult:
@@ -279,6 +289,15 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
             best_weights = load_checkpoint(run.out_dir / "best.pt")[0].state_dict()
     step_module = (run.objective if world == 1 else
                    DistributedDataParallel(run.objective, device_ids=[device.index] if device.type == "cuda" else None))
+    precision = resolve_precision(tcfg.precision, device)
+    if last is None:    # the start is a candidate checkpoint too, and what a flat run's gain is measured from
+        ev = validate(run.objective, val_t, tcfg.eval_batch_size)
+        run.state["initial_cosine"] = ev["cosine"]
+        score = ev["cosine"] if tcfg.stop_metric == "cosine" else -ev["loss"]
+        run.state["best"] = {"epoch": 0, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "score": score}
+        run.state["anchor"] = {"score": score, "step": 0}
+        best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.save("best.pt", 0)
     for epoch in range(len(run.history), tcfg.epochs):
         if run.state["stop_reason"] in CONVERGED or run.state["stop_reason"] == MAX_STEPS:
             break
@@ -291,20 +310,23 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
         run.model.train()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_parts, seen, steps = _train_epoch(step_module, trainable, optimizer, scheduler, train_t,
-                                                            order, tcfg, epoch, gen, progress, run.state["steps"])
+                                                            order, tcfg, epoch, gen, progress, run.state["steps"],
+                                                            precision)
         run.state["steps"] += steps
+        run.state["per_epoch"] = max(run.state.get("per_epoch", 0), steps)
         ev = validate(run.objective, val_t, tcfg.eval_batch_size)
         if tcfg.schedule == "plateau":
-            scheduler.step(ev["loss"])
-        improved = _early_stopping(run.state, ev, epoch, tcfg, optimizer.param_groups[0]["lr"])
-        if improved:
-            best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+            scheduler.step(ev["cosine"] if tcfg.stop_metric == "cosine" else ev["loss"])
+        run.state["lr_lowered"] |= tcfg.schedule == "cosine" or optimizer.param_groups[0]["lr"] < lr
         run.history.append({
             "epoch": epoch + 1, "train_loss": train_loss, "train_parts": train_parts,
             "val_loss": ev["loss"], "val_parts": ev["parts"], "val_cosine": ev["cosine"], "lr": lr,
-            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": steps,
+            "seconds": time.perf_counter() - t0, "train_rows": len(order), "steps": steps, "step": run.state["steps"],
             "world_size": world, "rank_samples": seen,      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
+        improved = _early_stopping(run.state, run.history, tcfg, optimizer.param_groups[0]["lr"])
+        if improved:
+            best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         if improved:
             run.save("best.pt", epoch + 1)
         run.save("last.pt", epoch + 1, optimizer, scheduler)
@@ -312,14 +334,71 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
             _log_epoch(run, improved)
     if best_weights is not None:
         run.model.load_state_dict(best_weights)
-    best = run.state["best"]
+    best, (slope, flat) = run.state["best"], flatness(run.history, tcfg, run.state.get("initial_cosine"))
     return FitResult(run.model.eval(), run.history, best["epoch"], best["val_loss"], best["val_cosine"],
                      len(run.history), run.state["stop_reason"] or MAX_EPOCHS, run.state["steps"],
-                     time.perf_counter() - started, run.out_dir, str(device))
+                     time.perf_counter() - started, run.out_dir, str(device), val_cos_slope=slope, flat=flat,
+                     precision=precision, initial_val_cosine=run.state.get("initial_cosine"))
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """fp32 or bf16: what `train.precision` means on this device (auto: bf16 where the hardware has it natively:
+    CUDA with bf16 support, or a CPU with AVX-512 BF16 or AMX)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "fp32"
+        return "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "fp32"
+    return "fp32"
+
+
+def _autocast(precision: str, device: torch.device):
+    """bf16 autocast for the forward pass (the weights, their gradients and AdamW stay fp32)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def patience(tcfg, steps: int, per_epoch: int = 0) -> int:
+    """Steps without a min_delta gain before a run stops: a floor, growing with the steps run so far, and at least
+    two epochs (validations come once an epoch, and the final slope needs three of them)."""
+    return max(tcfg.patience_steps, math.ceil(tcfg.patience_share * steps), 2 * per_epoch)
+
+
+def final_slope(history: list[dict], window: int) -> float | None:
+    """Least-squares slope of VAL cosine against optimizer steps over the last `window` steps, per 1,000 steps
+    (None with fewer than 3 validations in it): how fast the run was still learning at its end."""
+    points = [(h["step"], h["val_cosine"]) for h in history if "step" in h]
+    if not points:
+        return None
+    last = points[-1][0]
+    xs, ys = zip(*[(x, y) for x, y in points if x >= last - window])
+    if len(xs) < 3 or max(xs) == min(xs):
+        return None
+    return float(np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)[0] * 1000)
+
+
+def flatness(history: list[dict], tcfg, initial: float | None = None) -> tuple[float | None, bool]:
+    """(slope per 1,000 steps over the last patience window, flat). Flat: at that slope the window adds less than
+    min_delta of VAL cosine, AND as many steps again as the run has taken would add less than flat_share of what it
+    gained since it started (`initial`, else its first validation). The second part catches a slow learner, whose
+    every window gains little."""
+    steps = history[-1].get("step", 0) if history else 0
+    slope = final_slope(history, patience(tcfg, steps, max((h.get("steps", 0) for h in history), default=0)))
+    if slope is None:
+        return None, False
+    window = patience(tcfg, steps, max(h.get("steps", 0) for h in history))
+    gained = max(h["val_cosine"] for h in history) - (history[0]["val_cosine"] if initial is None else initial)
+    return slope, slope * window / 1000 <= tcfg.min_delta and slope * steps / 1000 <= tcfg.flat_share * max(gained, 0)
 
 
 def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, order, tcfg, epoch: int, gen,
-                 progress: bool, steps_done: int) -> tuple[float, dict, int, int]:
+                 progress: bool, steps_done: int, precision: str = "fp32") -> tuple[float, dict, int, int]:
     """One pass over `order`, within max_steps: (mean loss, mean loss parts, rows this rank saw, steps); under
     DDP each rank trains on its shard of every batch and the means are over all ranks."""
     rank, world = dist_info()
@@ -332,7 +411,9 @@ def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, o
         rows = order_t[start:start + size]
         shard = rows[rank::world]
         ctx, tgt, extra = data.batch(shard)
-        loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
+        with _autocast(precision, data.device):
+            loss, parts, _ = step_module(ctx, tgt, **extra, epoch=epoch, generator=gen)
+        loss, parts = loss.float(), {k: v.float() for k, v in parts.items()}
         # each rank's mean is weighted by its share, so DDP's gradient average is the batch mean
         optimizer.zero_grad(set_to_none=True)
         (loss * (len(shard) * world / len(rows))).backward()
@@ -353,18 +434,25 @@ def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, o
     return loss_sum.item() / total, {k: v.item() / total for k, v in part_sums.items()}, seen, len(starts)
 
 
-def _early_stopping(state: dict, ev: dict, epoch: int, tcfg, lr_now: float) -> bool:
-    """Update the best epoch and the stop reason from this epoch's val result; True if it improved."""
-    best = state["best"]
-    improved = ev["loss"] < best["val_loss"]
+def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bool:
+    """Update the best epoch, the patience anchor and the stop reason from the latest validation; True if the
+    stop metric is the best so far (its weights are kept). Only a gain of min_delta over the anchor resets the
+    patience, so a slow learner's small gains add up; a run stops (converged) only after its LR was lowered and
+    once it is flat (`flatness`)."""
+    best, anchor, h = state["best"], state["anchor"], history[-1]
+    score = h["val_cosine"] if tcfg.stop_metric == "cosine" else -h["val_loss"]
+    improved = score > best["score"]
     if improved:
-        best.update(epoch=epoch + 1, val_loss=ev["loss"], val_cosine=ev["cosine"], bad_epochs=0)
-    else:
-        best["bad_epochs"] += 1
-    stop = {PATIENCE: 0 < tcfg.early_stop_patience <= best["bad_epochs"],      # early_stop_patience 0: off
-            LR_FLOOR: tcfg.schedule == "plateau" and lr_now < tcfg.min_lr,      # min_lr 0: off
+        best.update(epoch=h["epoch"], val_loss=h["val_loss"], val_cosine=h["val_cosine"], score=score)
+    if score >= anchor["score"] + tcfg.min_delta:
+        anchor.update(score=score, step=state["steps"])
+    waited, per_epoch = state["steps"] - anchor["step"], state.get("per_epoch", 0)
+    waited_enough = tcfg.patience_steps > 0 and state["lr_lowered"] and waited >= patience(tcfg, state["steps"], per_epoch)
+    floor = tcfg.schedule == "plateau" and lr_now < tcfg.min_lr      # min_lr 0: off
+    flat = (waited_enough or floor) and flatness(history, tcfg, state.get("initial_cosine"))[1]
+    stop = {PATIENCE: waited_enough and flat, LR_FLOOR: floor and flat,
             MAX_STEPS: tcfg.max_steps is not None and state["steps"] >= tcfg.max_steps,
-            MAX_EPOCHS: epoch + 1 >= tcfg.epochs}
+            MAX_EPOCHS: h["epoch"] >= tcfg.epochs}
     state["stop_reason"] = next((reason for reason, hit in stop.items() if hit), state["stop_reason"])
     return improved
 
@@ -372,8 +460,8 @@ def _early_stopping(state: dict, ev: dict, epoch: int, tcfg, lr_now: float) -> b
 def _log_epoch(run: _Run, improved: bool) -> None:
     h, reason = run.history[-1], run.state["stop_reason"]
     why = f"  (stop: {reason})" if reason in CONVERGED else ""
-    tqdm.write(f"epoch {h['epoch']:3d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  val_cos "
-               f"{h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
+    tqdm.write(f"epoch {h['epoch']:3d}  step {h['step']:6d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  "
+               f"val_cos {h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
                file=sys.stderr)
 
 

@@ -41,3 +41,10 @@ def test_bench_encode_runs(tmp_path, shared_corpus):
     assert set(rows) == {"fp32", "bf16", "int8"} and result["concepts"] == 48
     assert rows["fp32"]["speedup_vs_fp32"] == 1 and all(r["deterministic"] for r in rows.values())
     assert all(r["concepts_per_s"] > 0 and r["settings"]["variant"] == v for v, r in rows.items())
+
+
+def test_bench_precision_runs(tmp_path):
+    result = run("bench_precision.py", "--tiny", "--models", "AMN,LSTM", tmp_path=tmp_path)
+    assert [r["model"] for r in result["results"]] == ["AMN", "LSTM"]
+    assert all(r["fp32"]["samples_per_s"] > 0 and r["bf16"]["samples_per_s"] > 0 for r in result["results"])
+    assert isinstance(result["native_bf16"], bool)

@@ -47,6 +47,11 @@ def test_unknown_keys_name_file_and_key_path(tmp_path, text, key):
     ("model: {name: lstm}\nseed: 1.5\n", "params.seed must be an int"),
     ("model: {name: lstm, options: [1]}\n", "params.model.options must be a mapping"),
     ("model: {name: lstm}\ntrain: {schedule: step}\n", "params.train.schedule must be 'plateau' or 'cosine'"),
+    ("model: {name: lstm}\ntrain: {stop_metric: mse}\n", "params.train.stop_metric must be one of cosine, loss"),
+    ("model: {name: lstm}\ntrain: {precision: fp16}\n", "params.train.precision must be one of fp32, bf16, auto"),
+    ("model: {name: lstm}\ntrain: {patience_steps: -1}\n", "params.train.patience_steps must be >= 0"),
+    ("model: {name: lstm}\ntrain: {val_rows: 0}\n", "params.train.val_rows must be >= 1"),
+    ("model: {name: lstm}\ntrain: {early_stop_patience: 2}\n", "unknown key params.train.early_stop_patience"),
     ("model: lstm\n", "params.model must be a mapping"),
     ("seed: 0\n", "missing key params.model"),
 ])

@@ -454,7 +454,7 @@ def test_sigkilled_build_and_training_resume_bit_identical(tmp_path):
     # a training run, killed once its first last.pt is on disk, then --resume
     spec = run_spec(tmp_path, data={"synthetic": {"n_articles": 160, "length": 24, "dim": 16, "noise": 0.05}},
                     model={"name": "lstm", "options": {"hidden": 24}},
-                    train={"epochs": 6, "batch_size": 16, "lr": 3.0e-3, "device": "cpu", "early_stop_patience": 0})
+                    train={"epochs": 6, "batch_size": 16, "lr": 3.0e-3, "device": "cpu", "patience_steps": 0})
     runs = {}
     for name in ("killed", "straight"):
         runs[name] = yaml_file(tmp_path / f"{name}.yaml", {**spec, "out": str(tmp_path / name)})

@@ -111,15 +111,67 @@ def test_collapse_margins_gates_and_versus():
                          {"label": "b", "val_cos": 0.45, "val_cos_low": 0.44, "val_cos_high": 0.46, "converged": True}])
     base = pd.DataFrame([{"label": "global mean", "val_cos": 0.155, "val_cos_low": 0.15, "val_cos_high": 0.16}])
     assert findings.collapse(rows, base).startswith("1 of 2 converged runs collapse")
-    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.2, "val_margin_low": -0.21, "val_margin_high": -0.19},
-                            {"variant": "P3 guard", "val_margin": -0.1, "val_margin_low": -0.11, "val_margin_high": -0.09}])
-    assert "Largest: P3 guard; 0 with the whole interval above zero" in findings.margins(summary)
+    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.2, "val_margin_low": -0.21, "val_margin_high": -0.19,
+                             "val_cos": 0.56},
+                            {"variant": "P3 guard", "val_margin": -0.1, "val_margin_low": -0.11, "val_margin_high": -0.09,
+                             "val_cos": 0.55}])
+    text = findings.margins(summary)
+    assert "P3 guard -0.100 [-0.110, -0.090] at 0.550" in text and "0 with the whole interval above zero" in text
+    assert text.endswith("Largest among those at or above the linear average: P3 guard, -0.100 [-0.110, -0.090] "
+                         "at VAL cosine 0.550.")
     assert "above P1 MSE's" in findings.versus(summary, "P3 guard", "P1 MSE")
+    assert "(VAL cosine 0.550 vs 0.560)" in findings.versus(summary, "P3 guard", "P1 MSE")
     assert "no interval" in findings.versus(summary.assign(val_margin_low=np.nan), "P3 guard", "P1 MSE")
     table = pd.DataFrame([{"label": "x", "A": "PASS", "B": "PASS", "gates passed": "5/8"},
                           {"label": "x", "A": "fail", "B": "PASS", "gates passed": "5/8"},
                           {"label": "base", "A": "PASS", "B": "PASS", "gates passed": "8/8"}])
     assert findings.gates(table, ["x"]).startswith("Runs passing 5CAT A and B on a split: 1 of 2")
+
+
+def test_a_margin_below_the_linear_average_is_never_the_win():
+    # an under-trained variant (VAL cosine 0.37, below the linear average's 0.549) has the largest margin:
+    # it is named as not compared, and the largest margin is read among the variants that learned the average
+    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.17, "val_cos": 0.560},
+                            {"variant": "P3 guard", "val_margin": -0.07, "val_cos": 0.372},
+                            {"variant": "P4 rollout", "val_margin": -0.15, "val_cos": 0.555}])
+    text = findings.margins(summary, floor=0.549)
+    assert "so not compared on margin: P3 guard" in text
+    assert "Largest among those at or above the linear average: P4 rollout" in text
+    assert findings.best_forward(summary, 0.549).variant == "P4 rollout"
+    none = findings.margins(summary.assign(val_cos=0.3), floor=0.549)
+    assert none.endswith("no configuration learned the average, so no margin is read as a win.")
+
+
+def test_below_average_names_start_at_average_runs_under_the_averages():
+    base = pd.DataFrame([{"label": "Linear Average", "val_cos": 0.549}, {"label": "position-weighted avg", "val_cos": 0.560}])
+    rows = pd.DataFrame([
+        {"label": f"{m} · MSE · seed {s}", "model": m, "loss": "MSE", "val_cos": v + 0.001 * s, "converged": True,
+         "start": start} for m, v, start in (("AMN", 0.566, "average"), ("GRU", 0.555, "average"),
+                                             ("LSTM", 0.50, "plain")) for s in range(3)])
+    text = findings.below_average(rows, base)
+    assert "0 of 2 below the linear average (0.549)" in text            # the plain LSTM is not counted
+    assert "1 of 2 below the position-weighted avg (0.560): GRU · MSE" in text
+    assert "their training" in text
+    ok = findings.below_average(rows[rows.model == "AMN"], base)
+    assert ok.endswith("none ends below an average it starts from.")
+    assert "No converged" in findings.below_average(rows.assign(converged=False), base)
+
+
+def test_plain_head_cost_pairs_each_architecture():
+    rows = pd.DataFrame([{"model": "GRU", "start": "plain", "val_cos": 0.25, "optimizer_steps": 645, "converged": False},
+                         {"model": "GRU", "start": "average", "val_cos": 0.554, "optimizer_steps": 301, "converged": True},
+                         {"model": "AMN", "start": "average", "val_cos": 0.56, "optimizer_steps": 200, "converged": True}])
+    text = findings.plain_head_cost(rows)
+    assert text == ("The seeds' plain head vs start at the average (MSE, seed 0, VAL cosine): GRU 0.250 at 645 steps, "
+                    "not converged vs 0.554 at 301.")
+    assert "No architecture" in findings.plain_head_cost(rows[rows.model == "AMN"])
+
+
+def test_spec_scale_says_how_far_from_spec():
+    from lvmlib.config import run_spec
+    specs = [run_spec({"model": {"name": "gru", "options": {"hidden": 384, "blocks": 1, "baseline_start": True}}}),
+             run_spec({"model": {"name": "amn"}})]
+    assert findings.spec_scale(specs) == "GRU: hidden 384 of 512, blocks 1 of 4; AMN: SPEC widths"
 
 
 def test_lr_choice_ignores_unconverged_runs():

@@ -255,3 +255,40 @@ def test_amn_starts_as_the_linear_average_and_learns_position_weights():
     original = small("amn", baseline_start=False)                       # the SPEC's: correction starts as noise
     assert not torch.allclose(original(ctx), F.normalize(ctx.mean(1), dim=-1), atol=1e-2)
     assert count_parameters(original) == count_parameters(model) - CONTEXT
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "transformer", "graphmert", "base_lcm"])
+def test_baseline_start_begins_at_the_position_weighted_average(name):
+    model = small(name, baseline_start=True).eval()
+    if name == "base_lcm":
+        model.fit(unit(64, D))             # a fitted scaler must not move the start (the center is left out)
+    ctx = unit(4, CONTEXT, D)
+    with torch.no_grad():
+        assert torch.allclose(model.raw(ctx), ctx.mean(1), atol=1e-6)                 # w_i = 1/5, correction 0
+        model.baseline.weights.copy_(torch.tensor([0.0, 0.0, 0.1, 0.3, 0.6]))
+        assert torch.allclose(model.raw(ctx), torch.einsum("t,btd->bd", model.baseline.weights, ctx), atol=1e-6)
+    model.train()
+    model.raw(ctx).pow(2).sum().backward()
+    assert model.baseline.weights.grad.abs().sum() > 0                              # the weights are learned
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())
+    assert model.config["baseline_start"] is True
+
+
+def test_baseline_start_every_position_is_each_prefix_average():
+    model = small("base_lcm", baseline_start=True).eval()
+    ctx = unit(3, CONTEXT, D)
+    prefix_means = ctx.cumsum(1) / torch.arange(1, CONTEXT + 1)[None, :, None]
+    with torch.no_grad():
+        assert torch.allclose(model.raw_all(ctx), prefix_means, atol=1e-6)
+        model.baseline.weights.copy_(torch.tensor([0.1, 0.1, 0.2, 0.2, 0.4]))
+        out = model.raw_all(ctx)
+    # the last position is the weighted sum; position 1 uses the two latest weights, rescaled to the same total
+    assert torch.allclose(out[:, -1], torch.einsum("t,btd->bd", model.baseline.weights, ctx), atol=1e-6)
+    assert torch.allclose(out[:, 1], (0.2 * ctx[:, 0] + 0.4 * ctx[:, 1]) * (1.0 / 0.6), atol=1e-6)
+
+
+def test_baseline_start_refused_without_a_trained_core_and_kept_by_amn():
+    with pytest.raises(ModelError, match="baseline_start"):
+        build_model("linear_average", D, baseline_start=True)
+    amn = small("amn", baseline_start=False)                 # AMN's own option: the wrapper adds nothing
+    assert amn.baseline is None and not amn.core.position_weights.requires_grad

@@ -297,6 +297,36 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         assert d["val_loss"] == pytest.approx(s["val_loss"], rel=1e-4)
 
 
+def stop_rule_params(lr: float) -> dict:
+    # a short patience (28 steps = 4 epochs) so the rule gets many chances to stop; no dropout or context drop,
+    # so VAL cosine moves only with learning
+    return tiny_params(model={"name": "lstm", "options": {"hidden": 16, "dropout": 0.0}}, loss={"mse": 1.0},
+                       train={**tiny_params()["train"], "epochs": 60, "lr": lr, "patience_steps": 28,
+                              "patience_share": 0.25, "plateau_patience": 1})
+
+
+def test_a_slow_learner_is_not_called_converged():
+    # at lr 3e-4 the LSTM's VAL cosine climbs steadily (0.03 -> 0.3 over 420 steps) but by little per window:
+    # a patience of a few epochs on a noisy loss would pass it; the step-counted rule on VAL cosine runs it to the cap
+    slow = train(stop_rule_params(3e-4), progress=False)
+    cosines = [h["val_cosine"] for h in slow.history]
+    assert cosines[-1] > cosines[0] + 0.1                    # it was learning all along
+    assert slow.stop_reason == "max_epochs" and not slow.converged and not slow.flat
+    assert slow.val_cos_slope > 0.01                         # per 1,000 steps, still rising at the end
+    assert slow.initial_val_cosine < cosines[-1] - 0.1       # measured before the first step
+
+
+def test_a_fast_learner_that_plateaus_is_converged():
+    fast = train(stop_rule_params(3e-2), progress=False)
+    cosines = [h["val_cosine"] for h in fast.history]
+    assert max(cosines) > 0.9 and fast.stop_reason == "patience" and fast.converged and fast.flat
+    assert fast.epochs_run < 60 and abs(fast.val_cos_slope) < 0.01
+    # it waited at least the patience after its last min_delta gain, and the LR had been lowered
+    assert fast.optimizer_steps - fast.history[fast.best_epoch - 1]["step"] >= 28
+    assert min(h["lr"] for h in fast.history) < 3e-2
+    assert fast.best_val_cosine == max(cosines)              # the best checkpoint is the best VAL cosine
+
+
 def test_stop_reasons_and_step_budget():
     # the epoch cap while still improving is not convergence; patience is; a step budget stops mid-epoch
     capped = train(tiny_params(train={**tiny_params()["train"], "epochs": 2}), progress=False)
@@ -304,10 +334,22 @@ def test_stop_reasons_and_step_budget():
     budget = train(tiny_params(train={**tiny_params()["train"], "max_steps": 10}), progress=False)
     assert budget.stop_reason == "max_steps" and budget.optimizer_steps == 10 and not budget.converged
     assert [h["steps"] for h in budget.history] == [7, 3]
-    patient = train(tiny_params(train={**tiny_params()["train"], "epochs": 60, "lr": 3e-2, "early_stop_patience": 2}),
-                    progress=False)
-    assert patient.stop_reason == "patience" and patient.converged and patient.epochs_run < 60
-    assert patient.epochs_run - patient.best_epoch == 2
+    off = train(tiny_params(train={**tiny_params()["train"], "epochs": 12, "lr": 3e-2, "patience_steps": 0}),
+                progress=False)
+    assert off.stop_reason == "max_epochs" and off.epochs_run == 12     # patience_steps 0: no early stop
     cosine = train(tiny_params(train={**tiny_params()["train"], "schedule": "cosine", "warmup_steps": 4}), progress=False)
     lrs = [h["lr"] for h in cosine.history]
     assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]        # warm-up, then decay
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_is_recorded():
+    from lvmlib.training.loop import resolve_precision
+    spec = {**tiny_params(), "loss": {"mse": 1.0}}
+    fp32 = train({**spec, "train": {**spec["train"], "epochs": 3}}, progress=False)
+    bf16 = train({**spec, "train": {**spec["train"], "epochs": 3, "precision": "bf16"}}, progress=False)
+    assert fp32.precision == "fp32" and bf16.precision == "bf16"
+    assert bf16.best_val_cosine == pytest.approx(fp32.best_val_cosine, abs=0.02)     # same run, bf16 matmuls
+    assert bf16.best_val_cosine != fp32.best_val_cosine                            # it really ran in bf16
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())          # fp32 master weights
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
