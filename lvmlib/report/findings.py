@@ -91,10 +91,25 @@ def below_average(rows: pd.DataFrame, baselines: pd.DataFrame, by=("model", "los
     text = "; ".join(f"{len(v)} of {len(means)} below the {r.lower()} ({levels[r]:.3f})" + (f": {', '.join(v)}"
                      if v else "") for r, v in below.items())
     worse = any(below.values())
-    return ("Converged start-at-average configurations (mean VAL cosine over seeds): " + text
+    text = ("Converged start-at-average configurations (mean VAL cosine over seeds): " + text
             + ("; these start at that average and end under it — their training (LR, steps, the correction's "
                "noise) costs more than it adds, so their rows say nothing yet about the architecture." if worse
                else "; none ends below an average it starts from."))
+    return text + " " + kept_start(ok, by)
+
+
+def kept_start(rows: pd.DataFrame, by=("model", "loss")) -> str:
+    """Which configurations never beat their start on VAL: every seed's best checkpoint is step 0 (the
+    position-weighted average at its initial weights, i.e. the linear average), so they learned nothing beyond it."""
+    if "best_step" not in rows or rows.empty:
+        return ""
+    at_start = rows.assign(_start=rows.best_step.fillna(-1) == 0).groupby(list(by), sort=False)._start.all()
+    names = [" · ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k, v in at_start.items() if v]
+    if not names:
+        return "Every configuration improved on its start on VAL."
+    return (f"{len(names)} of {len(at_start)} never improved on their start on VAL (every seed's best checkpoint is "
+            f"step 0, the linear average): {', '.join(names)} — at this data size their training moved them away "
+            "from the average (the correction overfits faster than the position weights learn).")
 
 
 def plain_head_cost(rows: pd.DataFrame) -> str:

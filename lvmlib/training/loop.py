@@ -290,14 +290,8 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
     step_module = (run.objective if world == 1 else
                    DistributedDataParallel(run.objective, device_ids=[device.index] if device.type == "cuda" else None))
     precision = resolve_precision(tcfg.precision, device)
-    if last is None:    # the start is a candidate checkpoint too, and what a flat run's gain is measured from
-        ev = validate(run.objective, val_t, tcfg.eval_batch_size)
-        run.state["initial_cosine"] = ev["cosine"]
-        score = ev["cosine"] if tcfg.stop_metric == "cosine" else -ev["loss"]
-        run.state["best"] = {"epoch": 0, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "score": score}
-        run.state["anchor"] = {"score": score, "step": 0}
-        best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-        run.save("best.pt", 0)
+    if last is None:
+        best_weights = _start(run, val_t, tcfg)
     for epoch in range(len(run.history), tcfg.epochs):
         if run.state["stop_reason"] in CONVERGED or run.state["stop_reason"] == MAX_STEPS:
             break
@@ -334,11 +328,27 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
             _log_epoch(run, improved)
     if best_weights is not None:
         run.model.load_state_dict(best_weights)
+    return _result(run, tcfg, time.perf_counter() - started, precision)
+
+
+def _start(run: _Run, val_t: _Tensors, tcfg) -> dict:
+    """Validate before the first step: the start is a candidate checkpoint (a run that never beats the average it
+    starts from keeps it), the patience's first anchor, and what a flat run's gain is measured from."""
+    ev = validate(run.objective, val_t, tcfg.eval_batch_size)
+    run.state["initial_cosine"] = ev["cosine"]
+    score = ev["cosine"] if tcfg.stop_metric == "cosine" else -ev["loss"]
+    run.state["best"] = {"epoch": 0, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "score": score}
+    run.state["anchor"] = {"score": score, "step": 0}
+    run.save("best.pt", 0)
+    return {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def _result(run: _Run, tcfg, seconds: float, precision: str) -> FitResult:
     best, (slope, flat) = run.state["best"], flatness(run.history, tcfg, run.state.get("initial_cosine"))
     return FitResult(run.model.eval(), run.history, best["epoch"], best["val_loss"], best["val_cosine"],
-                     len(run.history), run.state["stop_reason"] or MAX_EPOCHS, run.state["steps"],
-                     time.perf_counter() - started, run.out_dir, str(device), val_cos_slope=slope, flat=flat,
-                     precision=precision, initial_val_cosine=run.state.get("initial_cosine"))
+                     len(run.history), run.state["stop_reason"] or MAX_EPOCHS, run.state["steps"], seconds,
+                     run.out_dir, str(run.device), val_cos_slope=slope, flat=flat, precision=precision,
+                     initial_val_cosine=run.state.get("initial_cosine"))
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
