@@ -92,9 +92,10 @@ def below_average(rows: pd.DataFrame, baselines: pd.DataFrame, by=("model", "los
                      if v else "") for r, v in below.items())
     worse = any(below.values())
     text = ("Converged start-at-average configurations (mean VAL cosine over seeds): " + text
-            + ("; these start at that average and end under it — their training (LR, steps, the correction's "
-               "noise) costs more than it adds, so their rows say nothing yet about the architecture." if worse
-               else "; none ends below an average it starts from."))
+            + ("; each can represent both averages (it starts at the linear one, and its 5 position weights reach "
+               "the other) and ends under one — their training (LR, steps, the correction's noise) costs more "
+               "than it adds, so these rows say nothing yet about the architecture." if worse
+               else "; none ends below an average it can represent."))
     return text + " " + kept_start(ok, by)
 
 

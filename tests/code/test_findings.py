@@ -153,8 +153,16 @@ def test_below_average_names_start_at_average_runs_under_the_averages():
     assert "1 of 2 below the position-weighted avg (0.560): GRU · MSE" in text
     assert "their training" in text
     ok = findings.below_average(rows[rows.model == "AMN"], base)
-    assert ok.endswith("none ends below an average it starts from.")
+    assert "none ends below an average it can represent." in ok
     assert "No converged" in findings.below_average(rows.assign(converged=False), base)
+
+
+def test_kept_start_names_configurations_whose_best_checkpoint_is_step_0():
+    rows = pd.DataFrame([{"model": "AMN", "loss": "MSE", "best_step": 0}, {"model": "AMN", "loss": "MSE", "best_step": 0},
+                         {"model": "GRU", "loss": "MSE", "best_step": 0}, {"model": "GRU", "loss": "MSE", "best_step": 215}])
+    text = findings.kept_start(rows)
+    assert text.startswith("1 of 2 never improved on their start on VAL") and ": AMN · MSE —" in text
+    assert findings.kept_start(rows.assign(best_step=43)) == "Every configuration improved on its start on VAL."
 
 
 def test_plain_head_cost_pairs_each_architecture():
