@@ -227,12 +227,12 @@ def test_objectives_tldr_names_the_best_with_intervals_and_the_ceiling_gap():
     assert 3 <= len(tldr) <= 5
     text = " ".join(tldr)
     assert tldr[0].startswith("5 of 6 trained runs converged") and "flow head · seed 1" in tldr[0]
-    # InfoNCE (context) has the largest margin, but below a constant's cosine: the ranking skips it and says why
-    assert tldr[1].startswith("Largest VAL margin among configurations above a constant predictor "
+    # InfoNCE (context) has the largest margin, but below the linear average's cosine: the ranking skips it, says why
+    assert tldr[1].startswith("Largest VAL margin among configurations above the linear average "
                               "(VAL cosine > 0.150): energy head, -0.098 [")
     assert "over 3 seed(s) at VAL cosine 0.400" in tldr[1]
     assert "above P1 MSE's -0.198 [" in tldr[1]                              # tight intervals: separated
-    assert "InfoNCE (context) has a larger one, -0.048 [" in tldr[1] and "no better than a constant's" in tldr[1]
+    assert "InfoNCE (context) has a larger one, -0.048 [" in tldr[1] and "below the linear average's" in tldr[1]
     assert "Best in-article R@1 (5CAT B): InfoNCE (context) 0.052" in text
     assert "left out of the candidates: energy head 0.152" in text and "Best CA: energy head 0.852" in text
     assert "0 of 18 converged run × split results pass A" in text and "0 pass B" in text
@@ -252,6 +252,6 @@ def test_objectives_tldr_names_passing_runs_and_handles_no_convergence():
     assert "3 of 18 converged run × split results pass A" in tldr[2]
     assert "(energy head · seed 0, energy head · seed 1, energy head · seed 2)" in tldr[2]
     nothing = findings.objectives(summary_frame(), ceiling, {"val_margin": 0.5}, gate_frame(), floor=0.9)
-    assert nothing[0].startswith("No configuration predicts better than a constant (VAL cosine above 0.900)")
+    assert nothing[0].startswith("No configuration predicts better than the linear average (VAL cosine above 0.900)")
     empty = findings.objectives(summary_frame().iloc[0:0], {}, {}, gate_frame())
     assert len(empty) == 1 and "No configuration converged" in empty[0]
