@@ -321,7 +321,6 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
         improved = _early_stopping(run.state, run.history, tcfg, optimizer.param_groups[0]["lr"])
         if improved:
             best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-        if improved:
             run.save("best.pt", epoch + 1)
         run.save("last.pt", epoch + 1, optimizer, scheduler)
         if progress and rank == 0:
