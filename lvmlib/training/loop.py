@@ -446,8 +446,8 @@ def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, o
 def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bool:
     """Update the best epoch, the patience anchor and the stop reason from the latest validation; True if the
     stop metric is the best so far (its weights are kept). Only a gain of min_delta over the anchor resets the
-    patience, so a slow learner's small gains add up; a run stops (converged) only after its LR was lowered and
-    once it is flat (`flatness`)."""
+    patience, so a slow learner's small gains add up; a run stops (converged) only after its LR was lowered, not
+    before 2 x patience_steps, and once it is flat (`flatness`)."""
     best, anchor, h = state["best"], state["anchor"], history[-1]
     score = h["val_cosine"] if tcfg.stop_metric == "cosine" else -h["val_loss"]
     improved = score > best["score"]
@@ -456,7 +456,9 @@ def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bo
     if score >= anchor["score"] + tcfg.min_delta:
         anchor.update(score=score, step=state["steps"])
     waited, per_epoch = state["steps"] - anchor["step"], state.get("per_epoch", 0)
-    waited_enough = tcfg.patience_steps > 0 and state["lr_lowered"] and waited >= patience(tcfg, state["steps"], per_epoch)
+    # never within the first two patience floors: a run still in its early dip below the start is not flat
+    waited_enough = (tcfg.patience_steps > 0 and state["lr_lowered"] and state["steps"] >= 2 * tcfg.patience_steps
+                     and waited >= patience(tcfg, state["steps"], per_epoch))
     floor = tcfg.schedule == "plateau" and lr_now < tcfg.min_lr      # min_lr 0: off
     flat = (waited_enough or floor) and flatness(history, tcfg, state.get("initial_cosine"))[1]
     stop = {PATIENCE: waited_enough and flat, LR_FLOOR: floor and flat,
