@@ -324,7 +324,27 @@ def test_a_fast_learner_that_plateaus_is_converged():
     # it waited at least the patience after its last min_delta gain, and the LR had been lowered
     assert fast.optimizer_steps - fast.history[fast.best_epoch - 1]["step"] >= 28
     assert min(h["lr"] for h in fast.history) < 3e-2
+    assert fast.optimizer_steps >= 2 * 28                    # never within the first two patience floors
     assert fast.best_val_cosine == max(cosines)              # the best checkpoint is the best VAL cosine
+
+
+def test_a_run_in_its_early_dip_below_the_start_does_not_stop():
+    # a start-at-average run first falls below its start: a falling stretch is "flat" (slope <= 0), but a run is
+    # never stopped within its first 2 x patience_steps, and the start stays the best checkpoint until beaten
+    from lvmlib.config import TrainSpec
+    from lvmlib.training.loop import _early_stopping
+    tcfg = TrainSpec(patience_steps=150, patience_share=0.25, min_delta=1e-3)
+    state = {"best": {"epoch": 0, "val_loss": 1.0, "val_cosine": 0.543, "score": 0.543}, "initial_cosine": 0.543,
+             "anchor": {"score": 0.543, "step": 0}, "lr_lowered": True, "stop_reason": None, "steps": 0,
+             "per_epoch": 43}
+    history, curve = [], [0.512, 0.530, 0.528, 0.525, 0.522, 0.520, 0.540, 0.548, 0.551]
+    for epoch, cos in enumerate(curve, 1):
+        state["steps"] = 43 * epoch
+        history.append({"epoch": epoch, "step": state["steps"], "steps": 43, "val_cosine": cos, "val_loss": 1.0})
+        improved = _early_stopping(state, history, tcfg, lr_now=1e-4)
+        assert improved == (cos > 0.543 and cos == max(curve[:epoch]))
+        assert state["stop_reason"] is None, (epoch, state)          # 258 steps < 300: no stop in the dip
+    assert state["best"]["epoch"] == 9 and state["anchor"]["step"] == 9 * 43
 
 
 def test_stop_reasons_and_step_budget():
