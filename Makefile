@@ -9,6 +9,8 @@ BANK ?= data/bank-default
 TINY_BANK ?= data/bank-tiny
 PROFILE ?= quick
 NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
+# per-cell limit of a report run: 01's training cell takes over 30 min on a slow 2-core instance
+CELL_TIMEOUT ?= 14400
 
 # torch in a Jupyter kernel with 2 threads spins 4-60x slower without this (TOOLING.md)
 export OMP_WAIT_POLICY := PASSIVE
@@ -39,7 +41,7 @@ reports: bank
 	@for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); \
 	  echo "== $$name ($(PROFILE))"; \
-	  $(VENV)/bin/lvm report $$nb --params params/$$name/$(PROFILE).yaml || exit 1; \
+	  $(VENV)/bin/lvm report $$nb --params params/$$name/$(PROFILE).yaml --timeout $(CELL_TIMEOUT) || exit 1; \
 	done
 	@echo "reports: outputs/index.html"
 
