@@ -307,7 +307,6 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
                                                             order, tcfg, epoch, gen, progress, run.state["steps"],
                                                             precision)
         run.state["steps"] += steps
-        run.state["per_epoch"] = max(run.state.get("per_epoch", 0), steps)
         ev = validate(run.objective, val_t, tcfg.eval_batch_size)
         if tcfg.schedule == "plateau":
             scheduler.step(ev["cosine"] if tcfg.stop_metric == "cosine" else ev["loss"])
@@ -335,7 +334,7 @@ def _start(run: _Run, val_t: _Tensors, tcfg) -> dict:
     starts from keeps it), the patience's first anchor, and what a flat run's gain is measured from."""
     ev = validate(run.objective, val_t, tcfg.eval_batch_size)
     run.state["initial_cosine"] = ev["cosine"]
-    score = ev["cosine"] if tcfg.stop_metric == "cosine" else -ev["loss"]
+    score = _score(tcfg, ev["cosine"], ev["loss"])
     run.state["best"] = {"epoch": 0, "val_loss": ev["loss"], "val_cosine": ev["cosine"], "score": score}
     run.state["anchor"] = {"score": score, "step": 0}
     run.save("best.pt", 0)
@@ -379,6 +378,16 @@ def patience(tcfg, steps: int, per_epoch: int = 0) -> int:
     return max(tcfg.patience_steps, math.ceil(tcfg.patience_share * steps), 2 * per_epoch)
 
 
+def _per_epoch(history: list[dict]) -> int:
+    """The most optimizer steps any epoch took (0 before the first)."""
+    return max((h.get("steps", 0) for h in history), default=0)
+
+
+def _score(tcfg, cosine: float, loss: float) -> float:
+    """The stop metric, higher is better."""
+    return cosine if tcfg.stop_metric == "cosine" else -loss
+
+
 def final_slope(history: list[dict], window: int) -> float | None:
     """Least-squares slope of VAL cosine against optimizer steps over the last `window` steps, per 1,000 steps
     (None with fewer than 3 validations in it): how fast the run was still learning at its end."""
@@ -398,10 +407,10 @@ def flatness(history: list[dict], tcfg, initial: float | None = None) -> tuple[f
     gained since it started (`initial`, else its first validation). The second part catches a slow learner, whose
     every window gains little."""
     steps = history[-1].get("step", 0) if history else 0
-    slope = final_slope(history, patience(tcfg, steps, max((h.get("steps", 0) for h in history), default=0)))
+    window = patience(tcfg, steps, _per_epoch(history))
+    slope = final_slope(history, window)
     if slope is None:
         return None, False
-    window = patience(tcfg, steps, max(h.get("steps", 0) for h in history))
     gained = max(h["val_cosine"] for h in history) - (history[0]["val_cosine"] if initial is None else initial)
     return slope, slope * window / 1000 <= tcfg.min_delta and slope * steps / 1000 <= tcfg.flat_share * max(gained, 0)
 
@@ -449,13 +458,13 @@ def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bo
     patience, so a slow learner's small gains add up; a run stops (converged) only after its LR was lowered, not
     before 2 x patience_steps, and once it is flat (`flatness`)."""
     best, anchor, h = state["best"], state["anchor"], history[-1]
-    score = h["val_cosine"] if tcfg.stop_metric == "cosine" else -h["val_loss"]
+    score = _score(tcfg, h["val_cosine"], h["val_loss"])
     improved = score > best["score"]
     if improved:
         best.update(epoch=h["epoch"], val_loss=h["val_loss"], val_cosine=h["val_cosine"], score=score)
     if score >= anchor["score"] + tcfg.min_delta:
         anchor.update(score=score, step=state["steps"])
-    waited, per_epoch = state["steps"] - anchor["step"], state.get("per_epoch", 0)
+    waited, per_epoch = state["steps"] - anchor["step"], _per_epoch(history)
     # never within the first two patience floors: a run still in its early dip below the start is not flat
     waited_enough = (tcfg.patience_steps > 0 and state["lr_lowered"] and state["steps"] >= 2 * tcfg.patience_steps
                      and waited >= patience(tcfg, state["steps"], per_epoch))

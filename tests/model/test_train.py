@@ -335,8 +335,7 @@ def test_a_run_in_its_early_dip_below_the_start_does_not_stop():
     from lvmlib.training.loop import _early_stopping
     tcfg = TrainSpec(patience_steps=150, patience_share=0.25, min_delta=1e-3)
     state = {"best": {"epoch": 0, "val_loss": 1.0, "val_cosine": 0.543, "score": 0.543}, "initial_cosine": 0.543,
-             "anchor": {"score": 0.543, "step": 0}, "lr_lowered": True, "stop_reason": None, "steps": 0,
-             "per_epoch": 43}
+             "anchor": {"score": 0.543, "step": 0}, "lr_lowered": True, "stop_reason": None, "steps": 0}
     history, curve = [], [0.512, 0.530, 0.528, 0.525, 0.522, 0.520, 0.540, 0.548, 0.551]
     for epoch, cos in enumerate(curve, 1):
         state["steps"] = 43 * epoch
