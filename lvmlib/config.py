@@ -71,7 +71,7 @@ class TrainSpec:
     min_delta: float = 5.0e-4       # a smaller gain in the stop metric is not an improvement
     flat_share: float = 0.05        # flat: as many steps again would add less than this share of the gain so far
     min_lr: float = 0.0             # plateau: stop once the LR has decayed below this, if flat (0: off)
-    max_steps: int | None = None    # stop after this many optimizer steps (a fixed-compute control; not converged)
+    max_steps: int | None = None    # stop after this many steps, scored there (a fixed-compute control; not converged)
     precision: str = "fp32"         # fp32 | bf16 (autocast, fp32 master weights) | auto (bf16 where native)
     val_rows: int | None = None     # validate on a fixed sample of this many VAL windows (None: all of them)
     eval_batch_size: int = 1024

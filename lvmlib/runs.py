@@ -24,7 +24,9 @@ DISPLAY = {"amn": "AMN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transform
            "global_mean": "global mean", "position_weighted": "position-weighted avg",
            "residual_ridge": "residual ridge"}
 RELOAD_TOLERANCE = 1e-5
-CACHE_VERSION = 4     # bump when training changes what a spec produces (2: baseline-start inits; 4: the stop rule)
+# bump when training changes what a spec produces (2: baseline-start inits; 4: the stop rule; 5: a step budget
+# is scored at its end)
+CACHE_VERSION = 5
 _KEPT = ("history", "best_epoch", "best_val_loss", "best_val_cosine", "epochs_run", "stop_reason", "optimizer_steps",
          "seconds", "device", "val_cos_slope", "flat", "precision", "initial_val_cosine")    # what result.json keeps of a FitResult (the model is best.pt)
 

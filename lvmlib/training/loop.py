@@ -30,6 +30,7 @@ from ..data import Sequences, open_bank, sequences
 from ..data.bank import neighbour_rows
 from ..losses import FLOW_VAL_SEED, Objective
 from ..models import LVM, ModelError, build_model, count_parameters
+from ..progress import bar, eta_text
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # stop reasons; those in CONVERGED mean the run had stopped improving
@@ -318,12 +319,16 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
             "world_size": world, "rank_samples": seen,      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
         improved = _early_stopping(run.state, run.history, tcfg, optimizer.param_groups[0]["lr"])
+        if run.state["stop_reason"] == MAX_STEPS:    # a fixed-compute control is scored at exactly its budget
+            run.state["best"] = {"epoch": epoch + 1, "val_loss": ev["loss"], "val_cosine": ev["cosine"],
+                                 "score": _score(tcfg, ev["cosine"], ev["loss"])}
+            improved = True
         if improved:
             best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
             run.save("best.pt", epoch + 1)
         run.save("last.pt", epoch + 1, optimizer, scheduler)
         if progress and rank == 0:
-            _log_epoch(run, improved)
+            _log_epoch(run, improved, tcfg.epochs)
     if best_weights is not None:
         run.model.load_state_dict(best_weights)
     return _result(run, tcfg, time.perf_counter() - started, precision)
@@ -424,8 +429,7 @@ def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, o
     starts = [s for s in range(0, len(order), size) if min(size, len(order) - s) >= world]
     starts = starts if tcfg.max_steps is None else starts[:tcfg.max_steps - steps_done]
     loss_sum, part_sums, seen = torch.zeros((), device=data.device), {}, 0
-    for start in tqdm(starts, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, file=sys.stderr,
-                      disable=not progress or rank != 0):
+    for start in bar(starts, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not progress or rank != 0):
         rows = order_t[start:start + size]
         shard = rows[rank::world]
         ctx, tgt, extra = data.batch(shard)
@@ -477,12 +481,15 @@ def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bo
     return improved
 
 
-def _log_epoch(run: _Run, improved: bool) -> None:
+def _log_epoch(run: _Run, improved: bool, epochs: int) -> None:
+    """One line per epoch (never a bar frame), with its rate and the time left if it runs to `epochs`."""
     h, reason = run.history[-1], run.state["stop_reason"]
     why = f"  (stop: {reason})" if reason in CONVERGED else ""
+    left = None if reason in CONVERGED else (epochs - h["epoch"]) * h["seconds"]
     tqdm.write(f"epoch {h['epoch']:3d}  step {h['step']:6d}  train {h['train_loss']:.5f}  val {h['val_loss']:.5f}  "
-               f"val_cos {h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s{'  *' if improved else ''}{why}",
-               file=sys.stderr)
+               f"val_cos {h['val_cosine']:.4f}  lr {h['lr']:.2e}  {h['seconds']:.1f}s  "
+               f"{h['steps'] / max(h['seconds'], 1e-9):.1f} steps/s  {eta_text(left)} at most"
+               f"{'  *' if improved else ''}{why}", file=sys.stderr)
 
 
 def _init_distributed(device_name: str) -> bool:

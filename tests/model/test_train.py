@@ -353,6 +353,8 @@ def test_stop_reasons_and_step_budget():
     budget = train(tiny_params(train={**tiny_params()["train"], "max_steps": 10}), progress=False)
     assert budget.stop_reason == "max_steps" and budget.optimizer_steps == 10 and not budget.converged
     assert [h["steps"] for h in budget.history] == [7, 3]
+    # the fixed-compute control is scored at exactly its budget, not at its best epoch
+    assert budget.best_epoch == 2 and budget.best_val_cosine == budget.history[-1]["val_cosine"]
     off = train(tiny_params(train={**tiny_params()["train"], "epochs": 12, "lr": 3e-2, "patience_steps": 0}),
                 progress=False)
     assert off.stop_reason == "max_epochs" and off.epochs_run == 12     # patience_steps 0: no early stop
