@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m ipykernel install --sys-prefix --name lvm-lab --display-name "lvm-lab (OMP passive)" --env OMP_WAIT_POLICY PASSIVE
+	$(PY) -c "from lvmlib.report import ensure_kernel; [print('kernel:', ensure_kernel(k, prefix='$(VENV)')) for k in ('lvm-lab', 'python3')]"
 	touch $@
 
 bank: setup

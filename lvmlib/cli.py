@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import sys
@@ -154,12 +155,15 @@ def evaluate_checkpoint(path, split: str = "val", max_rows: int | None = None, *
 def _eval(args, parser) -> int:
     from . import files
     from .evaluation import format_table
-    if args.json:   # a destination that cannot be written fails now, not after the whole evaluation
-        files.check_writable(Path(args.json).parent, what=f"--json {args.json}: its folder")
-        if Path(args.json).is_dir():
-            raise InputError(f"--json {args.json}: is a folder; give a file name")
-    result = evaluate_checkpoint(args.checkpoint, split=args.split, max_rows=args.max_rows, seed=args.seed,
-                                 device=args.device)
+    # a destination that cannot be written fails now, not after the whole evaluation; a failure on bad input
+    # takes back the folder that check created
+    with files.undone_on_bad_input(Path(args.json).parent) if args.json else contextlib.nullcontext():
+        if args.json:
+            files.check_writable(Path(args.json).parent, what=f"--json {args.json}: its folder")
+            if Path(args.json).is_dir():
+                raise InputError(f"--json {args.json}: is a folder; give a file name")
+        result = evaluate_checkpoint(args.checkpoint, split=args.split, max_rows=args.max_rows, seed=args.seed,
+                                     device=args.device)
     if args.json:  # written before printing, so a closed stdout cannot lose the result
         files.write_json(args.json, files.to_jsonable(result))
     print(format_table(result))

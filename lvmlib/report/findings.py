@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import seeds as seed_reports
 from ..evaluation import bootstrap_mean
 from .tables import fmt_ci
 
@@ -201,7 +202,8 @@ def loss_effect(summary: pd.DataFrame, a: str = "MSE", b: str = "InfoNCE", metri
         n[side], names[side] = len(models), ", ".join(models) or "none"
     return (f"{a} scores above {b} with separated 95 % intervals for {n[1]} of {len(verdicts)} architectures "
             f"({names[1]}), below for {n[-1]} ({names[-1]}), not separable for {n[0]} ({names[0]}); "
-            "theirs (seed 003): Transformer 0.5817 with MSE vs 0.3539 with InfoNCE.")
+            "theirs (seed 003): Transformer 0.5817 with MSE vs 0.3539 with InfoNCE "
+            f"(caution: {seed_reports.caution('seed003_losses')}).")
 
 
 def copies(copy_rates: dict) -> str:

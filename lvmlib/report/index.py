@@ -5,20 +5,55 @@ import datetime as _dt
 import html
 import json
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .. import files
-from .runner import duration_text, portable, profile, scale_facts, tldr_items
+from ..files import portable
 
-COLUMNS = ("notebook", "date (UTC)", "commit", "profile", "status", "duration", "scale", "first finding", "files")
+COLUMNS = ("notebook", "date (UTC)", "commit", "profile", "status", "duration", "scale", "finding", "trained runs", "files")
 LOCK_WAIT_S = 30.0   # how long build_index waits for another process rebuilding the same index
 NONE = "—"
 STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
          ".ok{color:#1b7f3b;font-weight:bold}.failed{color:#b00020;font-weight:bold}"
          ".other{color:#8a6d00;font-weight:bold}.text{max-width:32em;font-size:90%}")
+
+
+def scale_facts(banner: Any) -> dict[str, Any]:
+    """metrics["banner"] (what the report's scale is) as a mapping; a string is the scale itself."""
+    return {"scale": banner} if isinstance(banner, str) else dict(banner) if isinstance(banner, Mapping) else {}
+
+
+def tldr_items(tldr: Any) -> list[str]:
+    """metrics["tldr"]: the report's findings, most important first (one string is one finding)."""
+    return [t for t in ([tldr] if isinstance(tldr, str) else tldr if isinstance(tldr, list) else [])
+            if isinstance(t, str) and t]
+
+
+def profile(params_file: str | None) -> str:
+    """A run's profile: its params file's stem (``quick``), or ``defaults`` without one."""
+    return Path(params_file).stem if params_file else "defaults"
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+# reports written before metrics.json had its own "convergence" entry: their TL;DR's convergence line
+_CONVERGENCE_LINE = re.compile(r"(\d+ of \d+ trained runs converged|No trained runs)")
+
+
+def finding_and_convergence(metrics: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(the report's answer: its first TL;DR line that is not the convergence count, that count)."""
+    items, count = tldr_items(metrics.get("tldr")), metrics.get("convergence")
+    if not isinstance(count, str):
+        count = next((t for t in items if _CONVERGENCE_LINE.match(t)), None)
+    return next((t for t in items if t != count and not _CONVERGENCE_LINE.match(t)), None), count
 
 
 def _read_json(path: Path, missing: tuple) -> tuple[dict | None, str | None]:
@@ -48,6 +83,7 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     metrics, unreadable = _read_json(run_dir / "metrics.json", ({}, None))
     info, metrics = info or {}, metrics or {}
     git, seconds, facts = info.get("git"), info.get("duration_s"), scale_facts(metrics.get("banner"))
+    finding, count = finding_and_convergence(metrics)
     # a run's scale: the banner's own "scale" entry, else all its entries on one line
     scale = facts["scale"] if isinstance(facts.get("scale"), str) else " · ".join(
         f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in facts.items()
@@ -57,7 +93,7 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
             "profile": profile(info.get("params_file")) if info else NONE,
             "duration": duration_text(seconds) if isinstance(seconds, (int, float)) else NONE,
             "scale": portable(scale or NONE), "error": portable(str(info.get("error") or "")),
-            "finding": portable(unreadable or next(iter(tldr_items(metrics.get("tldr"))), NONE))}
+            "finding": portable(unreadable or finding or NONE), "trained runs": portable(count or NONE)}
 
 
 def _folders(parent: Path) -> list[Path]:
@@ -79,7 +115,7 @@ def _row(stem: str, r: dict[str, Any]) -> str:
     return (f'<tr title="{e(r["run_id"])}"><td>{e(stem)}</td><td>{r["date"]}</td><td><code>{e(r["commit"])}</code>'
             f'</td><td>{e(r["profile"])}</td><td class="{css}" title="{e(r["error"])}">{e(r["status"])}</td>'
             f'<td>{e(r["duration"])}</td><td class="text">{e(r["scale"])}</td><td class="text">{e(r["finding"])}</td>'
-            f"<td>{links or NONE}</td></tr>")
+            f'<td class="text">{e(r["trained runs"])}</td><td>{links or NONE}</td></tr>')
 
 
 def index_page(groups: dict[str, list[dict[str, Any]]]) -> str:
@@ -89,8 +125,9 @@ def index_page(groups: dict[str, list[dict[str, Any]]]) -> str:
     body = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if rows else "<p>No runs yet.</p>"
     return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>lvm-lab reports</title>'
             f"<style>{STYLE}</style></head><body><h1>lvm-lab reports</h1>"
-            "<p>One row per run, newest first within each notebook. Profile: the params file; scale and "
-            f"first finding: the run's metrics.json (<code>banner</code>, <code>tldr</code>).</p>{body}"
+            "<p>One row per run, newest first within each notebook. Profile: the params file; scale: the run's "
+            "<code>banner</code>; finding: its first TL;DR line that answers the notebook's question; trained runs: "
+            f"how many of its trained runs converged (metrics.json).</p>{body}"
             "</body></html>\n")
 
 

@@ -22,6 +22,7 @@ from .. import files
 from ..files import REPO_ROOT, portable
 from ..config import dump_yaml, read_yaml
 from ..errors import InputError
+from .index import build_index, duration_text, profile, scale_facts, tldr_items
 
 REPORT_DIR_ENV = "LVM_REPORT_DIR"
 DEFAULT_KERNEL = "lvm-lab"
@@ -155,18 +156,34 @@ def environment_facts() -> dict[str, Any]:
 
 def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None = None) -> Path:
     """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv, with
-    KERNEL_ENV) if it does not exist yet."""
+    KERNEL_ENV) if it does not exist yet; a kernelspec of this environment names the IPC provisioner
+    (report/kernel.py). `make setup` installs ``lvm-lab`` and the venv's own ``python3`` (the notebooks' kernel)."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
+    folder = None
     if prefix is None:
         with contextlib.suppress(NoSuchKernel):
-            return Path(KernelSpecManager().get_kernel_spec(name).resource_dir)
+            folder = Path(KernelSpecManager().get_kernel_spec(name).resource_dir)
     elif (Path(prefix) / "share" / "jupyter" / "kernels" / name / "kernel.json").exists():
-        return Path(prefix) / "share" / "jupyter" / "kernels" / name
-    from ipykernel.kernelspec import install
+        folder = Path(prefix) / "share" / "jupyter" / "kernels" / name
+    if folder is None:
+        from ipykernel.kernelspec import install
+        folder = Path(install(kernel_name=name, display_name=f"{name} (OMP passive)",
+                              prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV)))
+    if Path(sys.prefix) in folder.parents or (prefix is not None and Path(prefix).resolve() in folder.resolve().parents):
+        _name_provisioner(folder / "kernel.json")      # only a kernelspec of this environment, never a user's
+    return folder
 
-    return Path(install(kernel_name=name, display_name=f"{name} (OMP passive)",
-                        prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV)))
+
+def _name_provisioner(kernel_json: Path) -> None:
+    """The kernelspec gets KERNEL_ENV and, once its entry point is installed (pip install -e .), the IPC provisioner."""
+    from .kernel import NAME
+    spec = json.loads(kernel_json.read_text(encoding="utf-8"))
+    want = {**spec, "env": {**spec.get("env", {}), **KERNEL_ENV}}
+    if any(ep.name == NAME for ep in _metadata.entry_points(group="jupyter_client.kernel_provisioners")):
+        want["metadata"] = {**spec.get("metadata", {}), "kernel_provisioner": {"provisioner_name": NAME}}
+    if want != spec:
+        files.write_json(kernel_json, want)
 
 
 def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel: str,
@@ -195,28 +212,6 @@ def _execute(nb_path: Path, run_dir: Path, overrides: Mapping[str, Any], kernel:
     files.write_text(run_dir / "notebook.ipynb", nbformat.writes(executed))
     partial.unlink(missing_ok=True)
     return executed, error
-
-
-def scale_facts(banner: Any) -> dict[str, Any]:
-    """metrics["banner"] (what the report's scale is) as a mapping; a string is the scale itself."""
-    return {"scale": banner} if isinstance(banner, str) else dict(banner) if isinstance(banner, Mapping) else {}
-
-
-def tldr_items(tldr: Any) -> list[str]:
-    """metrics["tldr"]: the report's findings, most important first (one string is one finding)."""
-    return [t for t in ([tldr] if isinstance(tldr, str) else tldr if isinstance(tldr, list) else [])
-            if isinstance(t, str) and t]
-
-
-def profile(params_file: str | None) -> str:
-    """A run's profile: its params file's stem (``quick``), or ``defaults`` without one."""
-    return Path(params_file).stem if params_file else "defaults"
-
-
-def duration_text(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 # wide tables scroll inside the page instead of being clipped; tables read as tables
@@ -288,8 +283,6 @@ def run_report(notebook: str | os.PathLike, params_file: str | os.PathLike | Non
                execution_timeout: int = 1800, start_timeout: int = 120) -> Path:
     """Execute ``notebook`` (``execution_timeout`` per cell), write its run folder, rebuild the index; return
     the folder. A failed run is still written (FAILED banner, run.json status "failed"), then ReportFailed."""
-    from .index import build_index
-
     nb_path = Path(notebook).resolve()
     if not nb_path.is_file():
         raise ReportError(f"notebook {notebook}: no such file")

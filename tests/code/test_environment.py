@@ -43,9 +43,15 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, flags=re.M)
 
 
-def test_kernel_sets_passive_omp_wait():
-    makefile = (REPO / "Makefile").read_text()
-    assert "--env OMP_WAIT_POLICY PASSIVE" in makefile
+def test_kernels_make_setup_installs_set_passive_omp_wait_and_talk_over_ipc(tmp_path):
+    import json
+
+    from lvmlib.report import ensure_kernel
+    assert "ensure_kernel(k, prefix='$(VENV)')) for k in ('lvm-lab', 'python3')" in (REPO / "Makefile").read_text()
+    for name in ("lvm-lab", "python3"):
+        spec = json.loads((ensure_kernel(name, prefix=tmp_path) / "kernel.json").read_text())
+        assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE", spec
+        assert spec["metadata"]["kernel_provisioner"] == {"provisioner_name": "lvm-ipc-provisioner"}, spec
 
 
 def test_example_train_params_are_valid():

@@ -1,9 +1,9 @@
 """A catalogue of faults a user can make, each run through the real `lvm` command in a subprocess.
 
 For every fault: exit code 2 (bad input, lvmlib.errors), a message on stderr naming the culprit
-(the file, key or line), no traceback, and nothing half-written left behind: the command may leave
-a folder's `.lock` (lvmlib.files.folder_lock keeps it) and nothing else; no file it did not have
-before is created, no file it had is changed.
+(the file, key or line), no traceback, and nothing left behind: no file, folder or `.lock` it did
+not have before is created (lvmlib.files.undone_on_bad_input takes them back), no file it had is
+changed.
 
 The subprocesses run a few at a time (most of their time is importing torch), so the whole
 catalogue takes well under a minute on 2 cores. The last test kills a bank build and a training
@@ -327,9 +327,10 @@ NEEDS_NON_ROOT = {"build_out_read_only"}
 # --------------------------------------------------------------------------- running them
 
 def snapshot(folder: Path) -> dict:
-    """Every file under `folder` (but lock files) -> its content hash."""
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
+    """Every path under `folder` -> its content hash (a file's; lock files and folders: their kind), so a
+    failed command that leaves a new folder or lock behind changes it."""
+    return {p.relative_to(folder): "folder" if p.is_dir() else "lock" if p.name == LOCK_NAME
+            else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))}
 
 
 @dataclass
@@ -354,8 +355,7 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
     staged = {}
     for name in _selected(request):
         tmp = tmp_path_factory.mktemp(name)
-        case = FAULTS[name](tmp)
-        staged[name] = (case, tmp, snapshot(tmp))
+        staged[name] = (FAULTS[name](tmp), tmp)
 
     def run(name):
         case, tmp, before = staged[name]
@@ -363,9 +363,10 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
         proc = lvm(*case.args)
         return name, Outcome(case, tmp, before, proc, time.perf_counter() - t0)
 
-    locks = [folder_lock(folder, "test_faults holds it") for case, _, _ in staged.values() for folder in case.hold]
+    locks = [folder_lock(folder, "test_faults holds it") for case, _ in staged.values() for folder in case.hold]
     for lock in locks:
         lock.__enter__()
+    staged = {name: (case, tmp, snapshot(tmp)) for name, (case, tmp) in staged.items()}   # the held locks included
     try:
         with ThreadPoolExecutor(PARALLEL) as pool:
             done = dict(pool.map(run, staged))
@@ -400,7 +401,7 @@ def test_fault_is_a_clean_input_error(fault, outcomes):
     for culprit in o.case.culprits:
         assert culprit in message, (culprit, message)
     assert "\n" not in message, message
-    # nothing half-written: every file as it was, nothing new but lock files
+    # nothing half-written and nothing left behind: every file as it was, no new file, folder or lock
     assert not [p for p in o.tmp.rglob("*.tmp")], list(o.tmp.rglob("*.tmp"))
     assert snapshot(o.tmp) == o.before
     for path in o.case.absent:

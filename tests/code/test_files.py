@@ -52,3 +52,33 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
         proc.stdout.close()
     with folder_lock(tmp_path, "after the kill"):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_bad_input_inside_a_folder_lock_leaves_nothing_behind(tmp_path):
+    from lvmlib.errors import InputError
+    from lvmlib.files import folder_lock
+    new = tmp_path / "a" / "b" / "bank"
+    with pytest.raises(InputError):
+        with folder_lock(new, "test"):
+            (new / ".build").mkdir()
+            (new / ".build" / "part.npy").write_bytes(b"x")
+            raise InputError("bad line 3")
+    assert not (tmp_path / "a").exists()          # every folder the lock created, taken back
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "kept.txt").write_text("mine")
+    with pytest.raises(InputError):
+        with folder_lock(old, "test"):
+            (old / "new.txt").write_text("theirs")
+            raise InputError("bad key")
+    assert sorted(p.name for p in old.iterdir()) == ["kept.txt"]   # the lock file and the new file gone
+
+
+def test_an_internal_failure_keeps_its_work_for_a_resume(tmp_path):
+    from lvmlib.files import LOCK_NAME, folder_lock
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with folder_lock(run, "test"):
+            (run / "last.pt").write_bytes(b"x")
+            raise RuntimeError("killed mid-epoch")
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "last.pt"]

@@ -295,3 +295,13 @@ def test_save_artifact(tmp_path, monkeypatch):
     for bad in ("../x.yaml", "sub/x.yaml", "metrics.json", ""):
         with pytest.raises(ReportError):
             save_artifact(bad, "x")
+
+
+def test_the_index_finding_is_the_answer_and_the_convergence_count_has_its_own_column():
+    from lvmlib.report.index import finding_and_convergence
+    count = "5 of 6 trained runs converged (flat ...); 1 stopped at the epoch or step cap ..."
+    answer = "No configuration beats the residual ridge on VAL (best gain -0.004 [-0.005, -0.003])."
+    assert finding_and_convergence({"tldr": [count, answer], "convergence": count}) == (answer, count)
+    # reports written before metrics.json had "convergence": the count is recognised in the TL;DR
+    assert finding_and_convergence({"tldr": [count, answer]}) == (answer, count)
+    assert finding_and_convergence({"tldr": ["The bank holds 3,748 concepts."]}) == ("The bank holds 3,748 concepts.", None)

@@ -45,3 +45,24 @@ def test_lvm_report_on_the_dataset_notebook(tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "ok"
     index = (outputs / "index.html").read_text()
     assert run.name in index and "00_dataset" in index
+
+
+@pytest.mark.skipif(not (TINY / "manifest.json").exists(), reason="data/bank-tiny not built (make test builds it)")
+def test_papermill_cli_as_the_readme_runs_it(tmp_path):
+    """`papermill notebooks/NN.ipynb out.ipynb -f params.yaml` from the repository root, as its users run it:
+    the notebook runs in the lvm-lab kernel, whose provisioner talks over Unix sockets, so no TCP warning."""
+    from lvmlib.report import ensure_kernel
+    ensure_kernel()
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"bank": "data/bank-tiny", "n_pairs": 2000, "show_concepts": 3}))
+    out = tmp_path / "00_dataset.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")
+    proc = subprocess.run([str(papermill), "notebooks/00_dataset.ipynb", str(out), "-f", str(params)],
+                          cwd=REPO, env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "without encryption" not in proc.stderr, proc.stderr[-3000:]
+    executed = json.loads(out.read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["n_pairs"] == 2000
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "Traceback" not in text

@@ -98,3 +98,10 @@ def test_frames_carry_source():
         seeds.frame("nope")
     with pytest.raises(ValueError, match="no val_cos"):
         seeds.scaling_long("seed003_mse")
+
+
+def test_every_table_of_theirs_carries_a_caution_that_travels_with_it():
+    for name, table in seeds.TABLES.items():
+        assert isinstance(table.get("caution"), str) and 20 < len(table["caution"]) < 300, name
+        assert seeds.frame(name).attrs["caution"] == table["caution"]
+    assert "not comparable" in seeds.caution("peer_lcm_wikipedia_en")    # Meta's CA beside ours (issue 24)

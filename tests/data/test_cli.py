@@ -135,3 +135,32 @@ def test_resolve_bank_takes_lvm_bank_and_a_given_name_first(repo, monkeypatch):
     monkeypatch.setenv("LVM_BANK", str(repo / "nowhere"))
     with pytest.raises(BankError, match=r"\$LVM_BANK=.*nowhere: no bank folder"):
         resolve_bank()
+
+
+def test_piped_output_has_one_line_per_epoch_or_shard_and_no_bar_frames(tmp_path):
+    """Off a terminal (a pipe, CI, a log file): no carriage-return frames, one line per epoch and per shard."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    spec = {"seed": 0, "data": {"synthetic": {"n_articles": 24, "length": 12, "dim": 8}},
+            "model": {"name": "lstm", "options": {"hidden": 8}},
+            "train": {"epochs": 3, "batch_size": 16, "device": "cpu", "patience_steps": 0}, "out": str(tmp_path / "run")}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    train = subprocess.run([sys.executable, "-m", "lvmlib.cli", "train", "--params", str(tmp_path / "spec.yaml")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "\r" not in train.stderr + train.stdout
+    epochs = [line for line in train.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 3 and all("steps/s" in line and "ETA" in line for line in epochs), train.stderr
+
+
+def test_a_progress_line_has_its_count_rate_and_eta(capsys):
+    from lvmlib.progress import Lines
+    lines = Lines("encoding", 4, " concepts")
+    lines.enabled = True                      # as off a terminal, whatever runs the tests
+    lines.update(2)
+    err = capsys.readouterr().err
+    assert err.startswith("encoding: 2/4 concepts (50 %), ") and " concepts/s, ETA " in err and "\r" not in err
