@@ -170,8 +170,9 @@ def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None =
         from ipykernel.kernelspec import install
         folder = Path(install(kernel_name=name, display_name=f"{name} (OMP passive)",
                               prefix=str(prefix if prefix is not None else sys.prefix), env=dict(KERNEL_ENV)))
-    if Path(sys.prefix) in folder.parents or (prefix is not None and Path(prefix).resolve() in folder.resolve().parents):
-        _name_provisioner(folder / "kernel.json")      # only a kernelspec of this environment, never a user's
+    ours = Path(sys.prefix) in folder.parents or (prefix is not None and Path(prefix).resolve() in folder.resolve().parents)
+    if ours and (folder / "kernel.json").is_file():     # a kernelspec file of this environment, never a user's
+        _name_provisioner(folder / "kernel.json")
     return folder
 
 
