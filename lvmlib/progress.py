@@ -18,8 +18,14 @@ def bar(iterable=None, *, disable: bool = False, **kw) -> tqdm:
     return tqdm(iterable, file=sys.stderr, disable=disable or not on_terminal(), **kw)
 
 
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def eta_text(seconds: float | None) -> str:
-    return "ETA ?" if seconds is None else f"ETA {seconds:.0f} s" if seconds < 90 else f"ETA {seconds / 60:.1f} min"
+    return "ETA ?" if seconds is None else f"ETA {duration_text(seconds)}"
 
 
 class Lines:
@@ -36,8 +42,8 @@ class Lines:
 
     def update(self, n: int) -> None:
         self.done += n
-        rate = (self.done - self.first) / max(time.perf_counter() - self.t0, 1e-9)
         if self.enabled:
+            rate = (self.done - self.first) / max(time.perf_counter() - self.t0, 1e-9)
             print(f"{self.desc}: {self.done:,}/{self.total:,}{self.unit} ({100 * self.done / max(self.total, 1):.0f} %), "
                   f"{rate:.1f}{self.unit}/s, {eta_text((self.total - self.done) / rate if rate > 0 else None)}",
                   file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from .. import files
 from ..files import portable
+from ..progress import duration_text
 
 COLUMNS = ("notebook", "date (UTC)", "commit", "profile", "status", "duration", "scale", "finding", "trained runs", "files")
 LOCK_WAIT_S = 30.0   # how long build_index waits for another process rebuilding the same index
@@ -36,12 +37,6 @@ def tldr_items(tldr: Any) -> list[str]:
 def profile(params_file: str | None) -> str:
     """A run's profile: its params file's stem (``quick``), or ``defaults`` without one."""
     return Path(params_file).stem if params_file else "defaults"
-
-
-def duration_text(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 # reports written before metrics.json had its own "convergence" entry: their TL;DR's convergence line

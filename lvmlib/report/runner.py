@@ -22,7 +22,8 @@ from .. import files
 from ..files import REPO_ROOT, portable
 from ..config import dump_yaml, read_yaml
 from ..errors import InputError
-from .index import build_index, duration_text, profile, scale_facts, tldr_items
+from ..progress import duration_text
+from .index import build_index, profile, scale_facts, tldr_items
 
 REPORT_DIR_ENV = "LVM_REPORT_DIR"
 DEFAULT_KERNEL = "lvm-lab"

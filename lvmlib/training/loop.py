@@ -319,10 +319,6 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
             "world_size": world, "rank_samples": seen,      # rows this (writing) rank trained on
             **({"stage": curriculum.stage_at(epoch)} if curriculum is not None else {})})
         improved = _early_stopping(run.state, run.history, tcfg, optimizer.param_groups[0]["lr"])
-        if run.state["stop_reason"] == MAX_STEPS:    # a fixed-compute control is scored at exactly its budget
-            run.state["best"] = {"epoch": epoch + 1, "val_loss": ev["loss"], "val_cosine": ev["cosine"],
-                                 "score": _score(tcfg, ev["cosine"], ev["loss"])}
-            improved = True
         if improved:
             best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
             run.save("best.pt", epoch + 1)
@@ -463,9 +459,6 @@ def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bo
     before 2 x patience_steps, and once it is flat (`flatness`)."""
     best, anchor, h = state["best"], state["anchor"], history[-1]
     score = _score(tcfg, h["val_cosine"], h["val_loss"])
-    improved = score > best["score"]
-    if improved:
-        best.update(epoch=h["epoch"], val_loss=h["val_loss"], val_cosine=h["val_cosine"], score=score)
     if score >= anchor["score"] + tcfg.min_delta:
         anchor.update(score=score, step=state["steps"])
     waited, per_epoch = state["steps"] - anchor["step"], _per_epoch(history)
@@ -478,6 +471,10 @@ def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bo
             MAX_STEPS: tcfg.max_steps is not None and state["steps"] >= tcfg.max_steps,
             MAX_EPOCHS: h["epoch"] >= tcfg.epochs}
     state["stop_reason"] = next((reason for reason, hit in stop.items() if hit), state["stop_reason"])
+    # a step budget (a fixed-compute control) is scored at exactly its budget, not at its best epoch
+    improved = score > best["score"] or state["stop_reason"] == MAX_STEPS
+    if improved:
+        best.update(epoch=h["epoch"], val_loss=h["val_loss"], val_cosine=h["val_cosine"], score=score)
     return improved
 
 
