@@ -47,7 +47,7 @@ def evaluate_model(predict, bank: Bank, train_concepts=None, ev: EvalSpec = Eval
                               train_concepts=train_concepts, baselines=baselines)
     ood = evaluation.split_rows(bank, "ood", ev.rows, ev.seed)
     pred = evaluation.predict_all(predict, ood.contexts)
-    doc["ood_mean_cosine"] = files.to_jsonable(evaluation.mean_cosine(pred, ood.targets, seed=ev.seed))
+    doc["ood_mean_cosine"] = files.to_jsonable(evaluation.mean_cosine(pred, ood.targets, ood.article, seed=ev.seed))
     doc["lcm_ood"] = files.to_jsonable(evaluation.lcm_metrics(pred, ood, bank, seed=ev.seed))
     doc["bank"]["path"] = portable_path(doc["bank"]["path"]) if doc["bank"]["path"] else None
     return doc
@@ -91,7 +91,7 @@ def baseline_rows(bank: Bank, train_concepts=None, ev: EvalSpec = EvalSpec()) ->
     for name, predict in fitted.items():
         row, out.evals[DISPLAY[name]] = predictor_row(bank, DISPLAY[name], predict, train_concepts, ev, fitted)
         out.rows.append({**row, "baseline": True})
-        out.row_cos[DISPLAY[name]] = row_cosines(predict, bank, ev)
+        out.values[DISPLAY[name]] = row_values(predict, bank, ev)
     return out
 
 
@@ -137,13 +137,18 @@ class Results:
     rows: list = field(default_factory=list)      # one flat dict per run (pandas.DataFrame(rows))
     evals: dict = field(default_factory=dict)     # label -> evaluation document
     fits: dict = field(default_factory=dict)      # label -> FitResult
-    row_cos: dict = field(default_factory=dict)   # label -> cos(ŷ, y) per VAL row (paired comparisons)
+    values: dict = field(default_factory=dict)    # label -> {metric: evaluation.PerRow} (intervals, paired tests)
 
 
-def row_cosines(predict, bank: Bank, ev: EvalSpec = EvalSpec()) -> np.ndarray:
-    """cos(ŷ, y) on each VAL row an evaluation scores (the same seeded rows for every predictor)."""
-    rows = evaluation.split_rows(bank, "val", ev.rows, ev.seed)
-    return evaluation.row_cosine(evaluation.predict_all(as_predict(predict), rows.contexts), rows.targets)
+def row_values(predict, bank: Bank, ev: EvalSpec = EvalSpec()) -> dict:
+    """evaluation.per_row on the VAL and OOD rows an evaluation scores (the same seeded rows for every predictor):
+    {val_cos, val_margin, ..., ca, ood_cos, ...: PerRow}."""
+    out = {}
+    for split in ("val", "ood"):
+        rows = evaluation.split_rows(bank, split, ev.rows, ev.seed)
+        pred = evaluation.predict_all(as_predict(predict), rows.contexts)
+        out.update(evaluation.per_row(pred, bank, rows, prefix=f"{split}_"))
+    return out
 
 
 def reload_verified(model, checkpoint: Path, fingerprint: str | None, probe_rows: np.ndarray):
@@ -226,7 +231,7 @@ def run_specs(bank: Bank, specs: list[RunSpec], *, out_root=None, cache=None, pr
             row["checkpoint"] = portable_path(result.checkpoint) if (cache or out_root) else None
             results.rows.append(row)
             results.evals[spec.name], results.fits[spec.name] = doc, result
-            results.row_cos[spec.name] = row_cosines(result.model, bank, spec.eval)
+            results.values[spec.name] = row_values(result.model, bank, spec.eval)
             if log:
                 log(f"{spec.name:<40} val cos {row['val_cos']:.4f}  {row['optimizer_steps']} steps, "
                     f"stop: {row['stop_reason']}{'' if row['converged'] else ' (not converged)'}"

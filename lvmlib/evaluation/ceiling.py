@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.bank import Bank, Sequences, train_subset
-from .core import EvalError, bootstrap_mean, copy_last, row_cosine, split_rows
+from .core import EvalError, copy_last, mean_cosine, split_rows
 from .fivecat import in_article_rank, offset_sweep
 from .lcm import ca_other_documents, lcm_metrics
 from .retrieval import ContextIndex
@@ -33,9 +33,9 @@ def _ranks(bank: Bank, rows: Sequences, pred: np.ndarray, keys=("r1", "r5", "mrr
 
 
 def scores(bank: Bank, rows: Sequences, pred: np.ndarray, seed: int = 0) -> dict:
-    """The numbers the ceiling (or any predictions) is read with: cosine (bootstrap CI), 5CAT A, in-article
+    """The numbers the ceiling (or any predictions) is read with: cosine (CI over articles), 5CAT A, in-article
     rank with and without the context, LCM's CA (the paper's and Meta's code's) and PAR."""
-    cos = bootstrap_mean(row_cosine(pred, rows.targets), seed=seed)
+    cos = mean_cosine(pred, rows.targets, rows.article, seed=seed)
     a = offset_sweep(None, bank, rows, pred=pred)
     b, bx, ranks = _ranks(bank, rows, pred)
     lcm = lcm_metrics(pred, rows, bank, seed=seed)

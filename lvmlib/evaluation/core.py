@@ -1,28 +1,19 @@
-"""Scoring a next-concept predictor (any callable: contexts (M, 5, D) -> (M, D)): row cosine, bootstrap
-CIs, and the baselines a learner must beat, fitted on TRAIN only and scored on the model's rows."""
+"""Scoring a next-concept predictor (any callable: contexts (M, 5, D) -> (M, D)): row cosine, its CI over
+articles (uncertainty.interval), and the baselines a learner must beat, fitted on TRAIN only and scored on the
+model's rows."""
 from __future__ import annotations
 
-import zlib
 from typing import Callable
 
 import numpy as np
 
 from ..data.bank import CONTEXT, Bank, Sequences, sequences
-from ..errors import InputError
+from .uncertainty import EvalError, _rng, interval
 
 Predict = Callable[[np.ndarray], np.ndarray]
 BATCH = 4096
 RIDGE_LAMBDAS = (1.0, 10.0, 100.0, 1e3, 1e4)
 RIDGE_HOLDOUT = 0.15  # share of the TRAIN articles that chooses the ridge λ
-
-
-class EvalError(InputError):
-    """Evaluation input that cannot give a meaningful number (wrong shapes, empty splits, wrong bank)."""
-
-
-def _rng(seed: int, purpose: str) -> np.random.Generator:
-    # one reproducible stream per purpose, so adding or reordering a test never shifts another's draws
-    return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
 
 
 def _unit(x, what: str = "vectors") -> np.ndarray:
@@ -221,42 +212,22 @@ def fit_baselines(bank: Bank, train_concepts: int | None = None, train_mean: np.
             "residual_ridge": fit_residual_ridge(bank, train_concepts)}
 
 
-def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Mean with a percentile-bootstrap CI: {"mean", "ci_low", "ci_high", "n"}."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    n = v.size
-    if n == 0:
-        raise EvalError("no values to average")
-    if not np.isfinite(v).all():
-        raise EvalError("values contain NaN/inf")
-    if n_boot < 1 or not 0 < level < 1:
-        raise EvalError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
-    rng = _rng(seed, "bootstrap")
-    means = np.empty(n_boot)
-    step = max(1, 2_000_000 // n)  # resamples per round, so a round holds ~2M indices
-    for s in range(0, n_boot, step):
-        b = min(step, n_boot - s)
-        means[s:s + b] = v[rng.integers(0, n, size=(b, n))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(n)}
-
-
-def mean_cosine(pred: np.ndarray, targets: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean cos(pred, target) over rows with a bootstrap 95 % CI."""
-    return bootstrap_mean(row_cosine(pred, targets), n_boot=n_boot, seed=seed)
+def mean_cosine(pred: np.ndarray, targets: np.ndarray, articles=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean cos(pred, target) over rows with a 95 % CI over `articles` (each row's; None: over rows)."""
+    return interval(row_cosine(pred, targets), articles, n_boot=n_boot, seed=seed)
 
 
 def compare_to_baselines(predict: Predict, bank: Bank, seqs: Sequences, train_mean: np.ndarray | None = None,
                          *, train_concepts: int | None = None, baselines: dict | None = None, n_boot: int = 1000,
                          seed: int = 0, pred: np.ndarray | None = None, batch_size: int = BATCH) -> dict:
-    """Model and every baseline on the very same rows, each with a CI; "model_minus": the paired CI of
-    model − baseline per row; "fitted": the fitted baselines' weights and λ."""
+    """Model and every baseline on the very same rows, each with a CI over articles; "model_minus": the paired
+    difference model − baseline with its CI and p; "fitted": the fitted baselines' weights and λ."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     baselines = fit_baselines(bank, train_concepts, train_mean) if baselines is None else baselines
     cos = {"model": row_cosine(pred, seqs.targets)}
     cos.update({name: row_cosine(b(seqs.contexts), seqs.targets) for name, b in baselines.items()})
-    out = {name: bootstrap_mean(c, n_boot, seed) for name, c in cos.items()}
-    out["model_minus"] = {name: bootstrap_mean(cos["model"] - c, n_boot, seed)
+    out = {name: interval(c, seqs.article, n_boot=n_boot, seed=seed) for name, c in cos.items()}
+    out["model_minus"] = {name: interval(cos["model"], seqs.article, minus=c, n_boot=n_boot, seed=seed)
                           for name, c in cos.items() if name != "model"}
     out["fitted"] = {name: b.info() for name, b in baselines.items() if hasattr(b, "info")}
     return out

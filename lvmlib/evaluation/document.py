@@ -5,16 +5,31 @@ import numpy as np
 
 from .. import files
 from ..data.bank import CONTEXT, Bank, check_split, fingerprint
-from .core import BATCH, Predict, compare_to_baselines, fit_baselines
-from .fivecat import OFFSETS, _prepare, five_cat
-from .lcm import lcm_metrics
+from .core import BATCH, Predict, compare_to_baselines, fit_baselines, row_cosine
+from .fivecat import OFFSETS, _prepare, article_ranks, five_cat, margin_of, offset_cosines
+from .lcm import _ca_split, lcm_metrics
+from .uncertainty import PerRow
 
-SCHEMA = "lvm-eval/1"
+SCHEMA = "lvm-eval/2"   # 2: CIs over articles, PAR over every earlier concept
 
 
 def bank_fingerprint(bank: Bank) -> str:
     """Content fingerprint of the bank as it is in memory (vectors, layout, splits)."""
     return fingerprint(bank.vectors, bank.article, bank.position, [a["split"] for a in bank.articles])
+
+
+def per_row(pred: np.ndarray, bank: Bank, seqs, prefix: str = "val_") -> dict[str, PerRow]:
+    """The metrics that are means over rows (or, the margin, a function of such means), per row of `seqs`, for
+    intervals and paired comparisons (uncertainty.compare): {prefix + cos, margin, r1, r5, mrr, r1_excl, ca}."""
+    art = seqs.article
+    used, offsets = offset_cosines(pred, bank, seqs)
+    out = {"cos": PerRow(row_cosine(pred, seqs.targets), art), "margin": PerRow(offsets, art[used], margin_of)}
+    for suffix, exclude in (("", False), ("_excl", True)):
+        kept, ranks = article_ranks(pred, bank, seqs, exclude_context=exclude)
+        out.update({f"r1{suffix}": PerRow(ranks == 1, art[kept]), f"mrr{suffix}": PerRow(1.0 / ranks, art[kept])})
+        out.update({"r5": PerRow(ranks <= 5, art[kept])} if not exclude else {})
+    out["ca"] = PerRow(_ca_split(pred, seqs, bank, 1024)[0], art)
+    return {(k if k == "ca" and prefix == "val_" else prefix + k): v for k, v in out.items()}
 
 
 def evaluate(predict: Predict, bank: Bank, *, split: str = "val", five_cat_splits=("val", "ood"),
@@ -60,9 +75,10 @@ def format_table(result: dict) -> str:
         lines.append(f"checkpoint {result['checkpoint'].get('path')}")
     if "baselines" in result:
         b = result["baselines"]
-        lines += ["", f"{'mean cosine [95% CI]':<54}model − baseline [paired 95% CI]",
+        lines += ["", f"{'mean cosine [95% CI over articles]':<54}model − baseline [paired 95% CI, p]",
                   f"  {'model':<20}{_ci(b['model']):<32}"]
-        lines += [f"  {name:<20}{_ci(b[name]):<32}{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        lines += [f"  {name:<20}{_ci(b[name]):<32}{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                  f"p {d['p']:.3f}"
                   for name, d in b["model_minus"].items()]
         fitted = b.get("fitted", {})
         if "residual_ridge" in fitted:
@@ -73,7 +89,9 @@ def format_table(result: dict) -> str:
         m = result["lcm"]
         lines += ["", f"LCM peer metrics: l2 {_num(m['l2'])}   CA {_num(m['ca'])} (pool {m['ca_pool']}, "
                       f"~{_num(m['ca_mean_candidates'], '.0f')} candidates)   PAR mean {_num(m['par_mean'])} "
-                      f"median {_num(m['par_median'])} ({m['par_undefined_rows']} rows undefined)"]
+                      f"median {_num(m['par_median'])} over every earlier concept "
+                      f"({m['par_undefined_rows']} rows undefined); over the 5 context concepts: median "
+                      f"{_num(m['par_ctx5_median'])}"]
     fc = result.get("five_cat", result if "splits" in result else None)
     if fc:
         lines += ["", *_five_cat_lines(fc)]

@@ -48,43 +48,50 @@ def _gate_set(bank: Bank, seqs: Sequences, gate_set: str | None) -> str:
     return gate_set
 
 
+def offset_cosines(pred: np.ndarray, bank: Bank, seqs: Sequences, batch_size: int = BATCH):
+    """(the rows holding v[t-3] and v[t+3] in their article, their (rows, len(OFFSETS)) cos(ŷ, v[t+k]))."""
+    used, cos = [], []
+    for start in range(0, len(seqs), batch_size):
+        chunk = slice(start, start + batch_size)
+        vecs, valid = neighbours(bank, seqs.index[chunk], OFFSETS)
+        common = valid.all(axis=1)
+        used.append(start + np.flatnonzero(common))
+        cos.append(np.einsum("md,mkd->mk", pred[chunk][common], vecs[common]).astype(np.float64))
+    return np.concatenate(used), np.concatenate(cos)
+
+
+def margin_of(c: np.ndarray) -> np.ndarray:
+    """5CAT A's margin c_0 − max_{k≠0} c_k from the offsets' mean cosines c (..., len(OFFSETS))."""
+    zero = OFFSETS.index(0)
+    return c[..., zero] - np.delete(c, zero, axis=-1).max(axis=-1)
+
+
 def offset_sweep(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
                  gate_set: str | None = None, batch_size: int = BATCH) -> dict:
     """A: c_k = mean cos(ŷ, v[t+k]), k = -3..3, and margin = c_0 − max_{k≠0} c_k, all on the rows holding v[t+3]."""
     pred = _predictions(predict, bank, seqs, pred, batch_size)
     gate_set = _gate_set(bank, seqs, gate_set)
-    sums, used = np.zeros(len(OFFSETS)), 0
-    for start in range(0, len(seqs), batch_size):
-        chunk = slice(start, start + batch_size)
-        vecs, valid = neighbours(bank, seqs.index[chunk], OFFSETS)
-        common = valid.all(axis=1)
-        sums += np.einsum("md,mkd->mk", pred[chunk][common], vecs[common]).sum(axis=0)
-        used += int(common.sum())
-    if used == 0:
+    used, cos = offset_cosines(pred, bank, seqs, batch_size)
+    if len(used) == 0:
         raise EvalError("no rows with three concepts after the target in the same article (offset sweep)")
-    c = {k: float(sums[i] / used) for i, k in enumerate(OFFSETS)}
-    margin = c[0] - max(v for k, v in c.items() if k != 0)
+    means = cos.mean(axis=0)
+    c = {k: float(means[i]) for i, k in enumerate(OFFSETS)}
+    margin = float(margin_of(means))
     peak = max(OFFSETS, key=lambda k: c[k])
-    return _gated({"c": {str(k): v for k, v in c.items()}, "rows": used, "rows_excluded": len(seqs) - used,
+    return _gated({"c": {str(k): v for k, v in c.items()}, "rows": len(used), "rows_excluded": len(seqs) - len(used),
                    "c0": c[0], "margin": margin, "peak_offset": int(peak), "gate_set": gate_set},
                   {"c0": c[0], "margin": margin}, GATES[gate_set]["A"])
 
 
-def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
-                    gate_set: str | None = None, min_article: int = 6, batch_size: int = BATCH,
-                    exclude_context: bool = False) -> dict:
-    """B: rank of v[t] among its article's concepts (1 + those scored strictly higher), with chance levels.
-    exclude_context=True (a diagnosis, not 5CAT B) leaves the row's 5 context concepts out of the candidates."""
-    pred = _predictions(predict, bank, seqs, pred, batch_size)
-    gate_set = _gate_set(bank, seqs, gate_set)
-    lengths = bank.article_length[seqs.article]
-    kept = np.flatnonzero(lengths >= min_article)
-    if len(kept) == 0:
-        raise EvalError(f"no rows from articles with >= {min_article} concepts")
+def article_ranks(pred: np.ndarray, bank: Bank, seqs: Sequences, min_article: int = 6,
+                  exclude_context: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows from articles with >= min_article concepts, grouped by article; the rank of each row's v[t] among
+    its article's concepts: 1 + those scored strictly higher, its 5 context concepts left out if exclude_context)."""
+    kept = np.flatnonzero(bank.article_length[seqs.article] >= min_article)
     kept = kept[np.argsort(seqs.article[kept], kind="stable")]  # group rows by article
     ranks = np.empty(len(kept), dtype=np.int64)
     bounds = np.flatnonzero(np.diff(seqs.article[kept])) + 1
-    for group_pos in np.split(np.arange(len(kept)), bounds):
+    for group_pos in np.split(np.arange(len(kept)), bounds) if len(kept) else []:
         rows = kept[group_pos]
         a = seqs.article[rows[0]]
         start, n = bank.article_start[a], bank.article_length[a]
@@ -95,9 +102,22 @@ def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.n
         if exclude_context:
             higher &= ~((np.arange(n)[None, :] < position) & (np.arange(n)[None, :] >= position - CONTEXT))
         ranks[group_pos] = 1 + higher.sum(axis=1)
-    n_cand = lengths[kept].astype(np.float64) - (CONTEXT if exclude_context else 0)
+    return kept, ranks
+
+
+def in_article_rank(predict: Predict, bank: Bank, seqs: Sequences, *, pred: np.ndarray | None = None,
+                    gate_set: str | None = None, min_article: int = 6, batch_size: int = BATCH,
+                    exclude_context: bool = False) -> dict:
+    """B: rank of v[t] among its article's concepts (article_ranks), with chance levels. exclude_context=True (a
+    diagnosis, not 5CAT B) leaves the row's 5 context concepts out of the candidates."""
+    pred = _predictions(predict, bank, seqs, pred, batch_size)
+    gate_set = _gate_set(bank, seqs, gate_set)
+    kept, ranks = article_ranks(pred, bank, seqs, min_article, exclude_context)
+    if len(kept) == 0:
+        raise EvalError(f"no rows from articles with >= {min_article} concepts")
+    n_cand = bank.article_length[seqs.article[kept]].astype(np.float64) - (CONTEXT if exclude_context else 0)
     values = {"r1": float(np.mean(ranks == 1)), "r5": float(np.mean(ranks <= 5)), "mrr": float(np.mean(1.0 / ranks))}
-    return _gated({**values, "rows": int(len(kept)), "articles": int(len(bounds) + 1),
+    return _gated({**values, "rows": int(len(kept)), "articles": int(len(np.unique(seqs.article[kept]))),
                    "mean_candidates": float(n_cand.mean()), "median_rank": float(np.median(ranks)),
                    "chance": {"r1": float(np.mean(1 / n_cand)), "r5": float(np.mean(np.minimum(5, n_cand) / n_cand))},
                    "min_article": min_article, "gate_set": gate_set,

@@ -19,24 +19,37 @@ def _unit_predictions(pred: np.ndarray, seqs: Sequences, bank: Bank) -> np.ndarr
 def lcm_metrics(pred: np.ndarray, seqs: Sequences, bank: Bank, *, ca_pool: str = "split", batch_size: int = 256,
                 seed: int = 0, par_min_denominator: float = 1e-3, chunk: int = 1024) -> dict:
     """ℓ2, CA and PAR of predictions `pred` on the rows `seqs`. CA's candidates: every concept of the rows'
-    split ("split") or the targets of seeded batches of `batch_size` rows ("batch", Meta's in-batch version);
-    PAR leaves out (and counts) rows with max_m cos(y, x_m) <= par_min_denominator."""
+    split ("split") or the targets of seeded batches of `batch_size` rows ("batch", Meta's in-batch version).
+    PAR = max_m cos(ŷ, x_m) / max_m cos(y, x_m) over EVERY earlier concept x_m of the article (Meta's definition);
+    par_ctx5_* is the same ratio over the 5 context concepts only (a diagnostic). Both leave out (and count) rows
+    whose denominator is <= par_min_denominator."""
     pred = _unit_predictions(pred, seqs, bank)
     y = seqs.targets
     l2 = np.linalg.norm(pred.astype(np.float64) - y, axis=1)
     if ca_pool not in ("split", "batch"):
         raise EvalError(f"ca_pool must be 'split' or 'batch', got {ca_pool!r}")
     ca, n_cand = _ca_split(pred, seqs, bank, chunk) if ca_pool == "split" else _ca_batch(pred, seqs, batch_size, seed)
-    num, den = (np.einsum("md,mkd->mk", v, seqs.contexts).max(axis=1).astype(np.float64) for v in (pred, y))
-    ok = den > par_min_denominator
-    par = num[ok] / den[ok]
+    ctx5 = [np.einsum("md,mkd->mk", v, seqs.contexts).max(axis=1).astype(np.float64) for v in (pred, y)]
+    par = {"": _ratio(_max_earlier(pred, seqs, bank), _max_earlier(y, seqs, bank), par_min_denominator),
+           "_ctx5": _ratio(*ctx5, par_min_denominator)}
     return {"rows": len(seqs), "l2": float(l2.mean()), "ca": float(ca.mean()) if len(ca) else None,
             "ca_pool": ca_pool, "ca_rows": int(len(ca)),
             "ca_mean_candidates": float(np.mean(n_cand)) if len(ca) else None,
-            "par_mean": float(par.mean()) if ok.any() else None,
-            "par_median": float(np.median(par)) if ok.any() else None,
-            "par_rows": int(ok.sum()), "par_undefined_rows": int((~ok).sum()),
+            **{f"par{name}_{k}": v for name, r in par.items() for k, v in r.items()},
             "par_min_denominator": par_min_denominator}
+
+
+def _max_earlier(v: np.ndarray, seqs: Sequences, bank: Bank) -> np.ndarray:
+    """Per row, max over the article's concepts before the target of cos(v_i, x_m) (bank vectors are unit)."""
+    first = seqs.index - seqs.position      # an article's concepts are contiguous in the bank
+    return np.array([float((bank.vectors[a:t] @ v[i]).max()) for i, (a, t) in enumerate(zip(first, seqs.index))])
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, min_den: float) -> dict:
+    ok = den > min_den
+    par = num[ok] / den[ok]
+    return {"mean": float(par.mean()) if ok.any() else None, "median": float(np.median(par)) if ok.any() else None,
+            "rows": int(ok.sum()), "undefined_rows": int((~ok).sum())}
 
 
 def _ca_split(pred, seqs, bank, chunk):

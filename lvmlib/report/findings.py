@@ -1,39 +1,56 @@
 """What a report concludes, as tested functions of its results (never an f-string decided in a notebook cell):
 one sentence per finding with its number and 95 % CI, from converged runs only (`converged_only`), and "A beats
-B" only where the intervals say so (`separated`, `paired_gain`). The runner shows `banner` and the TL;DR on top."""
+B" only where their PAIRED difference on the same rows says so (`paired`: a CI over articles and seeds, Holm-adjusted
+over the comparisons the finding makes, which it counts). The runner shows `banner` and the TL;DR on top."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from .. import seeds as seed_reports
-from ..evaluation import bootstrap_mean
+from ..evaluation import INTERVAL, compare, holm, sign
 from .tables import fmt_ci
 
-SIDE = {1: "above", -1: "below", 0: "not separable from"}   # separated(a, b) in words: a is ... b
-
-
-def _interval(row, metric: str = "val_cos") -> tuple:
-    return row[metric], row.get(f"{metric}_low"), row.get(f"{metric}_high")
+SIDE = {1: "above", -1: "below", 0: "not separable from"}   # sign(a − b) in words: a is ... b
 
 
 def _ci(row, metric: str = "val_cos") -> str:
-    return fmt_ci(*_interval(row, metric))
+    return fmt_ci(row[metric], row.get(f"{metric}_low"), row.get(f"{metric}_high"))
 
 
-def separated(a: tuple, b: tuple) -> int:
-    """+1 if interval a lies wholly above b, -1 wholly below, 0 if they overlap (or one is missing)."""
-    (_, a_lo, a_hi), (_, b_lo, b_hi) = a, b
-    if any(pd.isna(v) for v in (a_lo, a_hi, b_lo, b_hi)):
-        return 0
-    return 1 if a_lo > b_hi else (-1 if a_hi < b_lo else 0)
+def paired(values: dict, a: list, b: list, metric: str = "val_cos", seed: int = 0) -> dict:
+    """a − b on `metric`, paired on the same rows (a, b: run labels, a configuration's seeds or one baseline, in
+    `values`: runs.Results.values), with its 95 % CI over articles and seeds and its p (evaluation.compare)."""
+    return compare([values[label][metric] for label in a], [values[label][metric] for label in b], seed=seed)
 
 
-def paired_gain(model_cos: list, baseline_cos, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of each row's cosine, averaged over seeds, minus the baseline's; bootstrap CI over rows."""
-    per_row = np.mean(np.stack([np.asarray(c, dtype=float) for c in model_cos]), axis=0) - np.asarray(baseline_cos)
-    b = bootstrap_mean(per_row, seed=seed)
-    return b["mean"], b["ci_low"], b["ci_high"]
+def _d(diff: dict) -> str:
+    return f"{diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
+
+
+def leader(summary: pd.DataFrame, values: dict, metric: str = "val_cos", label: str = "config") -> tuple:
+    """(the configuration with the largest mean `metric`, the others it does not beat — their paired difference
+    from it, Holm-adjusted over every such comparison, holds 0 — and the number of comparisons; None instead of
+    the list when a run has no per-row values of `metric`)."""
+    order = summary.sort_values(metric, ascending=False)
+    best, rest = order.iloc[0], order.iloc[1:]
+    if any(metric not in values.get(run, {}) for labels in order["labels"] for run in labels):
+        return best, None, 0
+    diffs = holm({r[label]: paired(values, best["labels"], r["labels"], metric) for _, r in rest.iterrows()})
+    return best, [k for k, d in diffs.items() if sign(d) != 1], len(diffs)
+
+
+def _leader_text(summary: pd.DataFrame, values: dict, metric: str, label: str) -> str:
+    """"X 0.556 [0.550, 0.562]", and which configurations it is tied with (leader)."""
+    best, tied, n = leader(summary, values, metric, label)
+    text = f"{best[label]} {_ci(best, metric)}"
+    if tied is None:
+        return text + " (not tested against the others: no per-row values)"
+    if not n:
+        return text
+    if tied:
+        return text + f" (tied with {', '.join(tied)}: paired, {n} comparison(s), Holm-adjusted)"
+    return text + f" (ahead of the {n} other(s): paired, Holm-adjusted)"
 
 
 def converged_only(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -147,30 +164,50 @@ def banner(bank, rows: pd.DataFrame, seeds, **extra) -> dict:
         if "precision" in trained:
             out["precision"] = ", ".join(sorted(trained.precision.dropna().astype(str).unique()))
     out["seeds"] = ", ".join(map(str, seeds))
+    out["selection"] = ("VAL (learning rate, early stopping, best checkpoint, every \"best\"); OOD, the last block of "
+                        "articles, is read by no selection: see the TL;DR's held-out line")
+    out["intervals"] = INTERVAL
     return {**out, **extra}
 
 
-def best_vs_baselines(summary: pd.DataFrame, baselines: pd.DataFrame, metric: str = "val_cos",
+def best_vs_baselines(summary: pd.DataFrame, baselines: pd.DataFrame, values: dict, metric: str = "val_cos",
                       label: str = "config") -> str:
-    """The best converged configuration on `metric` beside the strongest baseline (runs.baseline_rows)."""
+    """The best converged configuration on `metric` (and whom it is tied with), and its paired difference from the
+    strongest baseline (runs.baseline_rows) on the same rows."""
     if summary.empty:
         return "No configuration converged, so none is compared with the baselines."
     best = summary.loc[summary[metric].idxmax()]
     strongest = baselines.loc[baselines[metric].idxmax()]
-    side = SIDE[separated(_interval(best, metric), _interval(strongest, metric))]
-    return (f"Best converged configuration: {best[label]}, VAL cosine {_ci(best, metric)} over {int(best['seeds'])} "
-            f"seed(s) — {side} the strongest baseline, {strongest['label']} {_ci(strongest, metric)}, on the same "
-            "rows.")
+    diff = paired(values, best["labels"], [strongest["label"]], metric)
+    return (f"Best converged configuration by VAL cosine: {_leader_text(summary, values, metric, label)} over "
+            f"{int(best['seeds'])} seed(s); its paired difference from the strongest baseline, {strongest['label']} "
+            f"{_ci(strongest, metric)}, is {_d(diff)}: {SIDE[sign(diff)]} it.")
+
+
+def held_out(summary: pd.DataFrame, values: dict, baseline: str = "residual ridge", label: str = "config",
+             metric: str = "val_cos") -> str:
+    """The configuration VAL selects (largest mean `metric`) scored on OOD, which no selection has read: its OOD
+    cosine and its paired OOD difference from `baseline` (the clean test of the headline)."""
+    if summary.empty:
+        return "No converged configuration to test on OOD."
+    best = summary.loc[summary[metric].idxmax()]
+    diff = paired(values, best["labels"], [baseline], "ood_cos")
+    return (f"Held out (OOD, read by no selection — the LR, early stopping, checkpoints and this choice read VAL): "
+            f"{best[label]} scores OOD cosine {_ci(best, 'ood_cos')}; its paired difference from {baseline} there is "
+            f"{_d(diff)}: {SIDE[sign(diff)]} it.")
 
 
 def gain_over(name: str, gains: dict) -> str:
-    """Which configurations beat the baseline `name` with a paired CI above zero; gains: {config: (mean, low, high)}."""
+    """Which configurations beat the baseline `name`; gains: {config: paired difference (paired)}, Holm-adjusted
+    together."""
     if not gains:
         return f"No converged configuration to compare with {name}."
-    above = [k for k, v in gains.items() if v[1] > 0]
-    best = max(gains, key=lambda k: gains[k][0])
-    return (f"{len(above)} of {len(gains)} converged configurations beat {name} with a paired 95 % CI above zero"
-            + (f" ({', '.join(above)})" if above else "") + f"; the largest gain is {best}'s {fmt_ci(*gains[best])}.")
+    gains = holm(gains)
+    above = [k for k, v in gains.items() if sign(v) == 1]
+    best = max(gains, key=lambda k: gains[k]["mean"])
+    return (f"{len(above)} of {len(gains)} converged configurations beat {name} (paired on the same VAL rows, CI over "
+            f"articles and seeds, Holm-adjusted over the {len(gains)} comparisons)"
+            + (f": {', '.join(above)}" if above else "") + f"; the largest gain is {best}'s {_d(gains[best])}.")
 
 
 def chosen_lr(sweep: pd.DataFrame) -> dict:
@@ -187,21 +224,22 @@ def lr_sweep(sweep: pd.DataFrame, chosen: dict) -> str:
             + " (selection on VAL: the untouched OOD split is the clean estimate).")
 
 
-def loss_effect(summary: pd.DataFrame, a: str = "MSE", b: str = "InfoNCE", metric: str = "val_cos") -> str:
-    """Per architecture, whether loss a scores above loss b with separated intervals."""
-    verdicts = {}
+def loss_effect(summary: pd.DataFrame, values: dict, a: str = "MSE", b: str = "InfoNCE",
+                metric: str = "val_cos") -> str:
+    """Per architecture, loss a − loss b paired on the same rows, Holm-adjusted over the architectures."""
+    diffs = {}
     for model, group in summary.groupby("model", sort=False):
         by_loss = group.set_index("loss")
         if a in by_loss.index and b in by_loss.index:
-            verdicts[model] = separated(_interval(by_loss.loc[a], metric), _interval(by_loss.loc[b], metric))
-    if not verdicts:
+            diffs[model] = paired(values, by_loss.loc[a, "labels"], by_loss.loc[b, "labels"], metric)
+    if not diffs:
         return f"No architecture has converged runs with both {a} and {b}."
-    n, names = {}, {}
-    for side in (1, -1, 0):
-        models = [m for m, v in verdicts.items() if v == side]
-        n[side], names[side] = len(models), ", ".join(models) or "none"
-    return (f"{a} scores above {b} with separated 95 % intervals for {n[1]} of {len(verdicts)} architectures "
-            f"({names[1]}), below for {n[-1]} ({names[-1]}), not separable for {n[0]} ({names[0]}); "
+    diffs = holm(diffs)
+    names = {side: ", ".join(f"{m} {_d(d)}" for m, d in diffs.items() if sign(d) == side) or "none"
+             for side in (1, -1, 0)}
+    n = {side: sum(sign(d) == side for d in diffs.values()) for side in (1, -1, 0)}
+    return (f"{a} − {b}, paired on the same VAL rows (Holm-adjusted over {len(diffs)} architectures): above zero for "
+            f"{n[1]} ({names[1]}), below for {n[-1]} ({names[-1]}), not separable for {n[0]} ({names[0]}); "
             "theirs (seed 003): Transformer 0.5817 with MSE vs 0.3539 with InfoNCE "
             f"(caution: {seed_reports.caution('seed003_losses')}).")
 
@@ -212,70 +250,80 @@ def copies(copy_rates: dict) -> str:
             + ", ".join(f"{name} {rate:.0%}" for name, rate in copy_rates.items()) + ".")
 
 
-def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.DataFrame, gains: dict,
+def loss_comparison(rows: pd.DataFrame, summary: pd.DataFrame, baselines: pd.DataFrame, gains: dict, values: dict,
                     copy_rates: dict | None = None, sweep: str | None = None,
                     plain: pd.DataFrame | None = None) -> list[str]:
     """Notebook 01's TL;DR; plain: the plain-head runs beside their start-at-average runs (plain_head_cost)."""
     out = [convergence(rows)] + ([sweep] if sweep else []) + [
-        best_vs_baselines(summary, baselines), gain_over("ridge on the position-weighted average's residual", gains),
-        below_average(rows, baselines), loss_effect(summary)]
+        best_vs_baselines(summary, baselines, values), held_out(summary, values),
+        gain_over("ridge on the position-weighted average's residual", gains),
+        below_average(rows, baselines), loss_effect(summary, values)]
     out += [plain_head_cost(plain)] if plain is not None else []
     return out + ([copies(copy_rates)] if copy_rates else [])
 
 
-def more_data(curve: pd.DataFrame, x: str = "train_sequences", metric: str = "val_cos") -> str:
-    """Per model (curve: seed_summary by model, x), whether the largest size still rises, levels off or falls."""
-    verdicts = {1: [], 0: [], -1: []}
+def more_data(curve: pd.DataFrame, values: dict, x: str = "train_sequences", metric: str = "val_cos") -> str:
+    """Per model (curve: seed_summary by model, x), whether the largest size still rises, levels off or falls: its
+    paired difference from the size before on the same VAL rows, Holm-adjusted over the models."""
+    diffs, sizes = {}, {}
     for model, group in curve.groupby("model", sort=False):
         if len(group) > 1:
             prev, last = (row for _, row in group.sort_values(x).iloc[-2:].iterrows())
-            verdicts[separated(_interval(last, metric), _interval(prev, metric))].append(
-                f"{model} ({int(prev[x]):,} → {int(last[x]):,} windows: {prev[metric]:.3f} → {_ci(last, metric)})")
-    if not any(verdicts.values()):
+            diffs[model], sizes[model] = paired(values, last["labels"], prev["labels"], metric), (prev, last)
+    if not diffs:
         return "No model was trained at two or more sizes."
-    words = {1: "still rising", 0: "levelled off", -1: "falling"}
-    return "At the largest training size, VAL cosine is " + "; ".join(
-        f"{words[k]} for {', '.join(v)}" for k, v in verdicts.items() if v) + "."
+    diffs, words = holm(diffs), {1: "still rising", 0: "levelled off", -1: "falling"}
+    parts = {side: [f"{m} ({int(sizes[m][0][x]):,} → {int(sizes[m][1][x]):,} windows: {sizes[m][0][metric]:.3f} → "
+                    f"{sizes[m][1][metric]:.3f}, paired {_d(d)})" for m, d in diffs.items() if sign(d) == side]
+             for side in (1, 0, -1)}
+    return (f"At the largest training size ({len(diffs)} paired comparisons, Holm-adjusted), VAL cosine is "
+            + "; ".join(f"{words[k]} for {', '.join(v)}" for k, v in parts.items() if v) + ".")
 
 
-def equal_steps(converged: pd.DataFrame, fixed: pd.DataFrame, x: str = "train_sequences",
+def equal_steps(converged: pd.DataFrame, fixed: pd.DataFrame, values: dict, x: str = "train_sequences",
                 metric: str = "val_cos") -> str:
-    """The data-size effect with and without the step confound: smallest → largest size, per model,
-    trained to convergence vs for an equal number of optimizer steps, over the sizes both arms trained."""
+    """The data-size effect with and without the step confound: smallest → largest size, per model, trained to
+    convergence vs for an equal number of optimizer steps (scored at that budget), over the sizes both arms
+    trained, each a paired difference on the same VAL rows."""
     parts = []
     for model, group in fixed.groupby("model", sort=False):
         conv = converged[converged.model == model]
         common = set(group[x]) & set(conv[x])       # the sizes both arms trained
         if len(common) > 1:
             g, c = (df[df[x].isin(common)].sort_values(x) for df in (group, conv))
-            parts.append(f"{model} {g[metric].iloc[-1] - g[metric].iloc[0]:+.3f} at {int(g.optimizer_steps.iloc[0]):,} "
-                         f"steps each vs {c[metric].iloc[-1] - c[metric].iloc[0]:+.3f} when trained to convergence")
+            dg, dc = (paired(values, df["labels"].iloc[-1], df["labels"].iloc[0], metric) for df in (g, c))
+            parts.append(f"{model} {_d(dg)} at {int(g.optimizer_steps.iloc[0]):,} steps each vs {_d(dc)} when "
+                         "trained to convergence")
     if not parts:
         return "No equal-steps comparison was run."
     return ("From the smallest to the largest training set, VAL cosine changes by " + "; ".join(parts)
-            + " (equal steps remove the confound that more data also meant more optimizer steps).")
+            + " (paired on the same VAL rows; equal steps remove the confound that more data also meant more "
+            "optimizer steps).")
 
 
-def collapse(rows: pd.DataFrame, baselines: pd.DataFrame) -> str:
-    """Whether any converged run ends no better than the global mean (a constant vector)."""
+def collapse(rows: pd.DataFrame, values: dict) -> str:
+    """Whether any converged run is no better than the global mean (a constant vector): its paired difference from
+    it on the same rows does not exclude 0, Holm-adjusted over the runs."""
     ok, _ = converged_only(rows)
-    floor = baselines.set_index("label").loc["global mean"]
     if ok.empty:
         return "No converged run to check for a collapse."
-    worst = ok.loc[ok.val_cos.idxmin()]
-    collapsed = ok[ok.val_cos_low <= floor.val_cos_high] if "val_cos_low" in ok else ok.iloc[0:0]
-    return (f"{len(collapsed)} of {len(ok)} converged runs collapse to the global mean's level "
-            f"({floor.val_cos:.3f}); the lowest is {worst.label} at {_ci(worst)}.")
+    diffs = holm({label: paired(values, [label], ["global mean"]) for label in ok.label})
+    collapsed = [k for k, d in diffs.items() if sign(d) != 1]
+    worst = min(diffs, key=lambda k: diffs[k]["mean"])
+    return (f"{len(collapsed)} of {len(ok)} converged runs are not above the global mean (paired, Holm-adjusted)"
+            + (f": {', '.join(collapsed)}" if collapsed else "")
+            + f"; the closest to it is {worst}, paired difference {_d(diffs[worst])}.")
 
 
-def scaling(rows, curve, fixed, baselines, gains) -> list[str]:
-    """Notebook 02's TL;DR."""
-    return [convergence(rows), more_data(curve), equal_steps(curve, fixed),
+def scaling(rows, curve, fixed, gains, values) -> list[str]:
+    """Notebook 02's TL;DR (held out: the best model at the largest size)."""
+    largest = curve[curve.train_sequences == curve.train_sequences.max()] if len(curve) else curve
+    return [convergence(rows), more_data(curve, values), equal_steps(curve, fixed, values),
             gain_over("ridge on the position-weighted average's residual (at the largest size)", gains),
-            collapse(rows, baselines)]
+            held_out(largest, values, label="model"), collapse(rows, values)]
 
 
-def margins(summary: pd.DataFrame, label: str = "variant", floor: float | None = None) -> str:
+def margins(summary: pd.DataFrame, values: dict, label: str = "variant", floor: float | None = None) -> str:
     """The 5CAT A margin per configuration beside its VAL cosine; the largest among those that learned the
     average (VAL cosine >= `floor`, the linear average's): a model nearer the global mean is farther from ctx[-1],
     so under-training alone raises the margin and is never read as a win."""
@@ -292,8 +340,8 @@ def margins(summary: pd.DataFrame, label: str = "variant", floor: float | None =
     if learned.empty:
         return text + "; no configuration learned the average, so no margin is read as a win."
     best = learned.loc[learned.val_margin.idxmax()]
-    return text + (f". Largest among those at or above the linear average: {best[label]}, "
-                   f"{_ci(best, 'val_margin')} at VAL cosine {_ci(best)}.")
+    return text + (f". Largest among those at or above the linear average: "
+                   f"{_leader_text(learned, values, 'val_margin', label)}, at VAL cosine {_ci(best)}.")
 
 
 def gates(table: pd.DataFrame, trained: list[str]) -> str:
@@ -307,23 +355,26 @@ def gates(table: pd.DataFrame, trained: list[str]) -> str:
     return text + f"; most gates passed: {best.label}, {best['gates passed']} (A–D on VAL and OOD)."
 
 
-def versus(summary: pd.DataFrame, a: str, b: str, metric: str = "val_margin", label: str = "variant") -> str:
-    """One configuration against another on a metric, and whether their intervals separate."""
+def versus(summary: pd.DataFrame, values: dict, a: str, b: str, metric: str = "val_margin",
+           label: str = "variant") -> str:
+    """One configuration against another on a metric: their paired difference on the same rows."""
     by = summary.set_index(label)
     if a not in by.index or b not in by.index:
         return f"{a} or {b} has no converged runs to compare."
-    ia, ib = _interval(by.loc[a], metric), _interval(by.loc[b], metric)
-    side = "(no interval with one seed) vs" if any(pd.isna(v) for v in (*ia[1:], *ib[1:])) else SIDE[separated(ia, ib)]
-    text = f"{a}: {metric.replace('_', ' ')} {fmt_ci(*ia)}, {side} {b}'s {fmt_ci(*ib)}"
+    diff = paired(values, by.loc[a, "labels"], by.loc[b, "labels"], metric)
+    text = (f"{a}: {metric.replace('_', ' ')} {_ci(by.loc[a], metric)}, {SIDE[sign(diff)]} {b}'s "
+            f"{_ci(by.loc[b], metric)} (paired difference {_d(diff)})")
     if metric != "val_cos" and "val_cos" in by:     # margins are read beside how well each predicts
         text += f" (VAL cosine {by.loc[a].val_cos:.3f} vs {by.loc[b].val_cos:.3f})"
     return text + "."
 
 
-def directional(rows, summary, table, trained_labels, floor: float | None = None) -> list[str]:
-    """Notebook 03's TL;DR; floor: the linear average's VAL cosine (margins of runs below it are not wins)."""
-    return [convergence(rows), margins(summary, floor=floor), gates(table, trained_labels),
-            versus(summary, "P3 guard", "P1 MSE"), versus(summary, "P2 residual", "P1 MSE")]
+def directional(rows, summary, table, trained_labels, values: dict, floor: float | None = None) -> list[str]:
+    """Notebook 03's TL;DR; floor: the linear average's VAL cosine (margins of runs below it are not wins). The two
+    `versus` comparisons with P1 are one family: Holm over 2 is at most a factor 2 on p, stated with them."""
+    return [convergence(rows), margins(summary, values, floor=floor), gates(table, trained_labels),
+            versus(summary, values, "P3 guard", "P1 MSE"), versus(summary, values, "P2 residual", "P1 MSE"),
+            held_out(summary, values, label="variant")]
 
 
 def dataset(card: dict) -> list[str]:
@@ -354,39 +405,42 @@ def best_forward(summary: pd.DataFrame, floor: float | None = None, metric: str 
     return None if ok.empty else ok.loc[ok[metric].idxmax()]
 
 
-def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: pd.DataFrame,
+def _margin_line(summary: pd.DataFrame, values: dict, reference: str, label: str, floor: float | None):
+    """04's first finding: the largest VAL margin among configurations above `floor`, whom it is tied with, and its
+    paired difference from `reference`; (that line, the row it names)."""
+    best, top = best_forward(summary, floor), summary.loc[summary.val_margin.idxmax()]
+    by = summary.set_index(label)
+    if best is None:
+        return (f"No configuration predicts better than the linear average (VAL cosine above {floor:.3f}); the "
+                f"largest VAL margin is {top[label]}'s {_ci(top, 'val_margin')}."), top
+    learned = summary if floor is None else summary[summary.val_cos > floor]
+    among = "" if floor is None else f" among configurations above the linear average (VAL cosine > {floor:.3f})"
+    text = (f"Largest VAL margin{among}: {_leader_text(learned, values, 'val_margin', label)} over "
+            f"{int(best['seeds'])} seed(s), at VAL cosine {_ci(best)}")
+    if reference in by.index and reference != best[label]:
+        diff = paired(values, best["labels"], by.loc[reference, "labels"], "val_margin")
+        text += f"; {SIDE[sign(diff)]} {reference}'s {_ci(by.loc[reference], 'val_margin')} (paired {_d(diff)})"
+    if top[label] != best[label]:
+        text += (f"; {top[label]} has a larger one, {_ci(top, 'val_margin')}, but at VAL cosine {_ci(top)}, below "
+                 "the linear average's: it moved away from the context, not towards the next concept")
+    return text + ".", best
+
+
+def objectives(summary: pd.DataFrame, values: dict, ceiling: dict, oracle: dict, gate_table: pd.DataFrame,
                reference: str = "P1 MSE", label: str = "config", previous: dict | None = None,
                floor: float | None = None, copy_r1: float | None = None, rows: pd.DataFrame | None = None) -> list[str]:
     """Notebook 04's TL;DR: the best converged configuration (summary: tables.seed_summary of the converged runs
-    by `label`) on margin (ranked by best_forward above `floor`, beside `reference`), R@1 and CA; how many
+    by `label`) on margin (_margin_line), R@1 and CA, each with the configurations it is tied with; how many
     gate_table results pass 5CAT A or B (beside a `previous` report's count); the gap to the best-of-k
     `ceiling` ({k, train_concepts, margin, r1_excl}; copy_r1: copy-last's R@1 there) and to the `oracle`."""
     if summary.empty:
         return ["No configuration converged, so no objective is compared (every run stopped at the epoch cap)."]
     out = [convergence(rows)] if rows is not None else []
-    best, top = best_forward(summary, floor), summary.loc[summary.val_margin.idxmax()]
-    by = summary.set_index(label)
-    if best is None:
-        first = (f"No configuration predicts better than the linear average (VAL cosine above {floor:.3f}); the "
-                 f"largest VAL margin is {top[label]}'s {_ci(top, 'val_margin')}")
-    else:
-        among = "" if floor is None else f" among configurations above the linear average (VAL cosine > {floor:.3f})"
-        first = (f"Largest VAL margin{among}: {best[label]}, {_ci(best, 'val_margin')} over {int(best['seeds'])} "
-                 "seed(s)")
-        if "val_cos" in summary:
-            first += f" at VAL cosine {_ci(best)}"
-        if reference in by.index and reference != best[label]:
-            ref = _interval(by.loc[reference], "val_margin")
-            first += f", {SIDE[separated(_interval(best, 'val_margin'), ref)]} {reference}'s {fmt_ci(*ref)}"
-        if top[label] != best[label]:
-            first += (f"; {top[label]} has a larger one, {_ci(top, 'val_margin')}, but at VAL cosine {_ci(top)}, below "
-                      "the linear average's: it moved away from the context, not towards the next concept")
-    out.append(first + ".")
-    tops = {m: summary.loc[summary[m].idxmax()] for m in ("val_r1", "val_r1_excl", "ca", "ca_meta")}
-    on = {m: f"{r[label]} {_ci(r, m)}" for m, r in tops.items()}
-    out.append(f"Best in-article R@1 (5CAT B): {on['val_r1']}; with the 5 context concepts left out of the "
-               f"candidates: {on['val_r1_excl']}. Best CA: {on['ca']} (paper's definition), {on['ca_meta']} (Meta's "
-               "code: other documents' targets only).")
+    first, ref = _margin_line(summary, values, reference, label, floor)
+    on = {m: _leader_text(summary, values, m, label) for m in ("val_r1", "val_r1_excl", "ca", "ca_meta")}
+    out += [first, f"Best in-article R@1 (5CAT B): {on['val_r1']}; with the 5 context concepts left out of the "
+                   f"candidates: {on['val_r1_excl']}. Best CA: {on['ca']} (paper's definition), {on['ca_meta']} "
+                   "(Meta's code: other documents' targets only)."]
     a_pass, b_pass = gate_table[gate_table.A == "PASS"], gate_table[gate_table.B == "PASS"]
     passing = ", ".join(sorted(set(a_pass.label) | set(b_pass.label)))
     gate_text = (f"5CAT: {len(a_pass)} of {len(gate_table)} converged run × split results pass A (margin and c₀) "
@@ -396,12 +450,11 @@ def objectives(summary: pd.DataFrame, ceiling: dict, oracle: dict, gate_table: p
                       f"{previous['runs']} runs passing A and B, its best trained margin "
                       f"{previous['best_margin']:+.3f}")
     out.append(gate_text + ".")
-    ref = best if best is not None else top
     text = (f"Against the predictability ceiling (the best of the true next concepts of the {ceiling['k']} nearest "
             f"training contexts, {int(ceiling['train_concepts']):,} training concepts, oracle-selected): margin "
             f"{ceiling['margin']:+.3f} vs {ref[label]}'s {ref.val_margin:+.3f} "
             f"({ceiling['margin'] - ref.val_margin:+.3f} to go), R@1 with the context left out "
-            f"{ceiling['r1_excl']:.3f} vs the best model's {tops['val_r1_excl'].val_r1_excl:.3f}")
+            f"{ceiling['r1_excl']:.3f} vs the best model's {summary.val_r1_excl.max():.3f}")
     if copy_r1 is not None:
         text += f" (copy-last, the concept nearest the last context concept, scores {copy_r1:.3f} there)"
     return out + [text + f"; the gates ask +0.12 and 0.60, the perfect predictor ŷ = y scores margin "

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from ..evaluation import INTERVAL, compare
 
 
 def fmt_ci(mean, low, high, digits: int = 3) -> str:
@@ -15,27 +16,21 @@ def fmt_ci(mean, low, high, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a t-interval over seeds; one value gives no interval (NaN bounds)."""
-    x = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
-    if len(x) == 0:
-        return np.nan, np.nan, np.nan
-    if len(x) == 1:
-        return float(x[0]), np.nan, np.nan
-    half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
-def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), level: float = 0.95) -> pd.DataFrame:
-    """One row per configuration: seeds, each metric's mean and t-interval over seeds (m, m_low, m_high; one
-    seed keeps its row's own interval), compute columns averaged, `converged` only if every seed converged."""
-    by, out = [by] if isinstance(by, str) else list(by), []
+def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), values: dict | None = None,
+                 seed: int = 0) -> pd.DataFrame:
+    """One row per configuration: seeds, its run `labels`, and each metric's mean with evaluation.INTERVAL (m, m_low,
+    m_high: one seed and several get the same kind) where every run has per-row `values` ({label: {metric:
+    PerRow}}: runs.Results.values), else the mean over seeds and no interval; compute columns averaged, `converged`
+    only if every seed converged."""
+    by, out, values = [by] if isinstance(by, str) else list(by), [], values or {}
     for key, group in pd.DataFrame(rows).groupby(by, sort=False):
-        entry = {**dict(zip(by, key)), "seeds": len(group)}
+        labels = list(group.label) if "label" in group else []
+        entry = {**dict(zip(by, key)), "seeds": len(group), "labels": labels}
         for m in metrics:
-            entry[m], entry[f"{m}_low"], entry[f"{m}_high"] = t_interval(group[m], level)
-            if len(group) == 1 and f"{m}_low" in group:    # one seed: keep the row bootstrap's interval
-                entry[f"{m}_low"], entry[f"{m}_high"] = group[f"{m}_low"].iloc[0], group[f"{m}_high"].iloc[0]
+            runs = [values.get(label, {}).get(m) for label in labels]
+            ci = compare(runs, seed=seed) if runs and None not in runs else None
+            entry[m] = ci["mean"] if ci else pd.to_numeric(group[m], errors="coerce").mean()
+            entry[f"{m}_low"], entry[f"{m}_high"] = (ci["ci_low"], ci["ci_high"]) if ci else (np.nan, np.nan)
         for col in ("params", "optimizer_steps", "train_seconds", "best_epoch", "epochs"):
             if col in group:
                 entry[col] = group[col].mean()
@@ -45,9 +40,22 @@ def seed_summary(rows, by: str | list[str] = "config", metrics=("val_cos",), lev
     return pd.DataFrame(out)
 
 
+def add_interval(frame: pd.DataFrame, column: str, intervals: dict, key: str) -> pd.DataFrame:
+    """frame with `column`, `column`_low and _high from {frame[key] value: an interval dict (evaluation.compare)}."""
+    parts = {"": "mean", "_low": "ci_low", "_high": "ci_high"}
+    return frame.assign(**{column + end: [intervals[k][part] if k in intervals else np.nan for k in frame[key]]
+                           for end, part in parts.items()})
+
+
+def caption(frame: pd.DataFrame, text: str = INTERVAL, digits: int = 3):
+    """A table as the notebooks show it, captioned with the interval it shows."""
+    return frame.style.set_caption(f"[a, b]: {text}").format(precision=digits, na_rep="—")
+
+
 def with_cis(summary: pd.DataFrame, metrics, names: dict | None = None) -> pd.DataFrame:
-    """The summary's metrics as `mean [low, high]` strings (for display), other columns kept."""
-    out = summary.drop(columns=[c for m in metrics for c in (f"{m}_low", f"{m}_high")], errors="ignore").copy()
+    """The summary's metrics as `mean [low, high]` strings (for display), other columns but the run labels kept."""
+    out = summary.drop(columns=["labels", *[c for m in metrics for c in (f"{m}_low", f"{m}_high")]],
+                       errors="ignore").copy()
     for m in metrics:
         out[m] = [fmt_ci(r[m], r.get(f"{m}_low"), r.get(f"{m}_high")) for _, r in summary.iterrows()]
     return out.rename(columns=names or {})

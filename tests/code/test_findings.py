@@ -7,10 +7,11 @@ import pytest
 from lvmlib.data import synthetic_bank
 from lvmlib.evaluation import copy_last, linear_average
 from lvmlib.report import examples, findings, tables
+from tests.values import per_row_values
 
 
-def summary_frame(rows):
-    return tables.seed_summary(pd.DataFrame(rows), by=["model", "loss"], metrics=["val_cos"])
+def summary_frame(rows, values):
+    return tables.seed_summary(pd.DataFrame(rows), by=["model", "loss"], metrics=["val_cos"], values=values)
 
 
 def runs_frame():
@@ -24,13 +25,26 @@ def runs_frame():
     return pd.DataFrame(rows)
 
 
-def test_t_interval_and_formatting():
-    mean, lo, hi = tables.t_interval([0.5, 0.51, 0.52])
-    assert mean == pytest.approx(0.51) and lo < 0.5 and hi > 0.52
-    assert hi - lo == pytest.approx(2 * 4.302653 * 0.01 / np.sqrt(3), rel=1e-4)
+def runs_values(rows=None):
+    rows = runs_frame() if rows is None else rows
+    return per_row_values({r.label: {"val_cos": r.val_cos} for r in rows.itertuples()})
+
+
+def test_seed_summary_intervals_and_formatting():
+    """One seed and three seeds get the same kind of interval (over articles, seeds nested); a metric without
+    per-row values gets its mean and no interval, never a t-interval of another kind."""
+    rows = runs_frame()
+    summary = summary_frame(rows, runs_values())
+    amn = summary.set_index(["model", "loss"]).loc[("AMN", "MSE")]
+    assert amn.seeds == 3 and amn.val_cos == pytest.approx(0.51) and amn.val_cos_low < 0.51 < amn.val_cos_high
+    assert amn.labels == [f"AMN · MSE · seed {s}" for s in range(3)]
+    one = summary_frame(rows[rows.seed == 0] if "seed" in rows else rows.iloc[[0]], runs_values()).iloc[0]
+    assert one.seeds == 1 and one.val_cos_low < one.val_cos < one.val_cos_high
+    bare = summary_frame(rows, None).iloc[0]
+    assert bare.val_cos == pytest.approx(0.51) and np.isnan(bare.val_cos_low)
     assert tables.fmt_ci(0.5431, 0.5364, 0.5502) == "0.543 [0.536, 0.550]"
     assert tables.fmt_ci(0.5, np.nan, np.nan) == "0.500" and tables.fmt_ci(None, None, None) == "—"
-    assert np.isnan(tables.t_interval([0.4])[1])
+    assert "over articles" in tables.caption(summary[["model", "val_cos"]]).to_html()
 
 
 def test_convergence_leaves_out_unconverged_runs():
@@ -43,35 +57,38 @@ def test_convergence_leaves_out_unconverged_runs():
     assert findings.convergence(baselines_only) == "No trained runs."
 
 
-def test_loss_effect_needs_separated_intervals():
-    summary = summary_frame(findings.converged_only(runs_frame())[0])
-    text = findings.loss_effect(summary)
-    # AMN: MSE 0.51 vs InfoNCE 0.41, tight intervals -> above; LSTM: 0.445 vs 0.451 -> not separable
-    assert "for 1 of 2 architectures (AMN)" in text and "not separable for 1 (LSTM)" in text
-    assert findings.separated((0.5, 0.49, 0.51), (0.4, 0.39, 0.41)) == 1
-    assert findings.separated((0.4, 0.39, 0.41), (0.5, 0.49, 0.51)) == -1
-    assert findings.separated((0.5, 0.4, 0.6), (0.45, 0.44, 0.46)) == 0
-    assert findings.separated((0.5, np.nan, np.nan), (0.4, 0.39, 0.41)) == 0
+def test_loss_effect_is_a_paired_test_over_architectures():
+    rows = findings.converged_only(runs_frame())[0]
+    values = runs_values()
+    text = findings.loss_effect(summary_frame(rows, values), values)
+    # AMN: MSE 0.51 vs InfoNCE 0.41 on the same rows -> above; LSTM: 0.445 vs 0.451, within the noise -> not separable
+    assert "Holm-adjusted over 2 architectures): above zero for 1 (AMN +0.100 [" in text
+    assert "not separable for 1 (LSTM" in text
 
 
-def test_paired_gain_pairs_rows_and_averages_seeds():
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.3, 0.7, 500)
-    seeds = [base + 0.02 + rng.normal(0, 0.01, 500) for _ in range(3)]
-    mean, lo, hi = findings.paired_gain(seeds, base)
-    assert mean == pytest.approx(0.02, abs=0.002) and 0 < lo < mean < hi
-    mean, lo, hi = findings.paired_gain([base], base)
-    assert mean == 0 and lo == hi == 0
-    text = findings.gain_over("ridge", {"A": (0.02, 0.01, 0.03), "B": (0.0, -0.01, 0.01)})
-    assert text.startswith("1 of 2 converged configurations beat ridge") and "(A)" in text
+def test_gain_over_counts_its_comparisons_and_adjusts_them():
+    values = per_row_values({"A": {"val_cos": 0.52}, "B": {"val_cos": 0.501}, "ridge": {"val_cos": 0.5}}, noise=0.05)
+    gains = {c: findings.paired(values, [c], ["ridge"]) for c in ("A", "B")}
+    assert gains["A"]["mean"] == pytest.approx(0.02) and gains["A"]["ci_low"] > 0
+    text = findings.gain_over("ridge", gains)
+    assert text.startswith("1 of 2 converged configurations beat ridge") and "over the 2 comparisons): A;" in text
 
 
-def test_best_vs_baselines_names_the_strongest_baseline():
-    summary = summary_frame(runs_frame()).assign(config=lambda d: d.model + " · " + d.loss)
-    baselines = pd.DataFrame([{"label": "Linear Average", "val_cos": 0.55, "val_cos_low": 0.54, "val_cos_high": 0.56},
-                              {"label": "copy-last", "val_cos": 0.47, "val_cos_low": 0.46, "val_cos_high": 0.48}])
-    text = findings.best_vs_baselines(summary, baselines)
-    assert "AMN · MSE" in text and "below the strongest baseline, Linear Average 0.550 [0.540, 0.560]" in text
+def test_best_vs_baselines_names_the_strongest_baseline_and_the_ties():
+    rows = runs_frame()
+    values = {**runs_values(), **per_row_values({"Linear Average": {"val_cos": 0.55}, "copy-last": {"val_cos": 0.47}},
+                                                seed=0)}
+    summary = summary_frame(rows, values).assign(config=lambda d: d.model + " · " + d.loss)
+    baselines = pd.DataFrame([{"label": "Linear Average", "val_cos": 0.55}, {"label": "copy-last", "val_cos": 0.47}])
+    text = findings.best_vs_baselines(summary, baselines, values)
+    assert text.startswith("Best converged configuration by VAL cosine: AMN · MSE 0.510 [")
+    assert "(ahead of the 3 other(s): paired, Holm-adjusted) over 3 seed(s)" in text
+    assert "the strongest baseline, Linear Average 0.550, is -0.040 [" in text and text.endswith("below it.")
+    close = per_row_values({"x · seed 0": {"val_cos": 0.50}, "y · seed 0": {"val_cos": 0.5005}}, noise=0.02)
+    pair = tables.seed_summary(pd.DataFrame([{"label": "x · seed 0", "config": "x", "val_cos": 0},
+                                             {"label": "y · seed 0", "config": "y", "val_cos": 0}]), values=close)
+    assert "y 0.500" in findings._leader_text(pair, close, "val_cos", "config") and "tied with x" in \
+        findings._leader_text(pair, close, "val_cos", "config")
 
 
 def test_decoded_examples_mark_copies():
@@ -86,42 +103,50 @@ def test_decoded_examples_mark_copies():
 
 
 def curve_frame():
-    rows = []
-    for model, values in (("AMN", [(1000, 0.40, 0.01), (4000, 0.46, 0.01), (16000, 0.50, 0.01)]),
-                          ("GRU", [(1000, 0.30, 0.01), (4000, 0.36, 0.02), (16000, 0.37, 0.02)])):
-        for n, v, h in values:
-            rows.append({"model": model, "train_sequences": n, "val_cos": v, "val_cos_low": v - h, "val_cos_high": v + h,
-                         "optimizer_steps": 100})
-    return pd.DataFrame(rows)
+    rows, means = [], {}
+    for model, points in (("AMN", [(1000, 0.40), (4000, 0.46), (16000, 0.50)]),
+                          ("GRU", [(1000, 0.30), (4000, 0.36), (16000, 0.3605)])):
+        for n, v in points:
+            label = f"{model} {n}"
+            rows.append({"label": label, "model": model, "train_sequences": n, "val_cos": v, "optimizer_steps": 100})
+            means[label] = {"val_cos": v}
+    return pd.DataFrame(rows), per_row_values(means, noise=0.02)
 
 
 def test_more_data_says_rising_or_levelled():
-    text = findings.more_data(curve_frame())
-    assert "still rising for AMN (4,000 → 16,000 windows" in text and "levelled off for GRU" in text
-    fixed = curve_frame().assign(val_cos=lambda d: d.val_cos - 0.1 * (d.train_sequences > 1000))
-    text = findings.equal_steps(curve_frame(), fixed)
-    assert "AMN +0.000 at 100 steps each vs +0.100 when trained to convergence" in text
+    rows, values = curve_frame()
+    curve = tables.seed_summary(rows, by=["model", "train_sequences"], values=values)
+    text = findings.more_data(curve, values)
+    assert "(2 paired comparisons, Holm-adjusted)" in text
+    assert "still rising for AMN (4,000 → 16,000 windows: 0.460 → 0.500, paired +0.040 [" in text
+    assert "levelled off for GRU" in text
+    fixed_rows = rows.assign(val_cos=lambda d: d.val_cos - 0.1 * (d.train_sequences > 1000), label=rows.label + " fixed")
+    values.update(per_row_values({r.label: {"val_cos": r.val_cos} for r in fixed_rows.itertuples()}, seed=1))
+    fixed = tables.seed_summary(fixed_rows, by=["model", "train_sequences"], values=values)
+    text = findings.equal_steps(curve, fixed, values)
+    assert "AMN +0.000 [" in text and "at 100 steps each vs +0.100 [" in text
     # an equal-steps arm that skipped the smallest size is compared over the sizes both arms have
-    text = findings.equal_steps(curve_frame(), fixed[fixed.train_sequences > 1000])
-    assert "AMN +0.040 at 100 steps each vs +0.040 when trained to convergence" in text
+    text = findings.equal_steps(curve, fixed[fixed.train_sequences > 1000], values)
+    assert "AMN +0.040 [" in text and "at 100 steps each vs +0.040 [" in text
 
 
 def test_collapse_margins_gates_and_versus():
-    rows = pd.DataFrame([{"label": "a", "val_cos": 0.16, "val_cos_low": 0.15, "val_cos_high": 0.17, "converged": True},
-                         {"label": "b", "val_cos": 0.45, "val_cos_low": 0.44, "val_cos_high": 0.46, "converged": True}])
-    base = pd.DataFrame([{"label": "global mean", "val_cos": 0.155, "val_cos_low": 0.15, "val_cos_high": 0.16}])
-    assert findings.collapse(rows, base).startswith("1 of 2 converged runs collapse")
-    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.2, "val_margin_low": -0.21, "val_margin_high": -0.19,
-                             "val_cos": 0.56},
-                            {"variant": "P3 guard", "val_margin": -0.1, "val_margin_low": -0.11, "val_margin_high": -0.09,
-                             "val_cos": 0.55}])
-    text = findings.margins(summary)
-    assert "P3 guard -0.100 [-0.110, -0.090] at 0.550" in text and "0 with the whole interval above zero" in text
-    assert text.endswith("Largest among those at or above the linear average: P3 guard, -0.100 [-0.110, -0.090] "
-                         "at VAL cosine 0.550.")
-    assert "above P1 MSE's" in findings.versus(summary, "P3 guard", "P1 MSE")
-    assert "(VAL cosine 0.550 vs 0.560)" in findings.versus(summary, "P3 guard", "P1 MSE")
-    assert "no interval" in findings.versus(summary.assign(val_margin_low=np.nan), "P3 guard", "P1 MSE")
+    values = per_row_values({"a": {"val_cos": 0.1555}, "b": {"val_cos": 0.45}, "global mean": {"val_cos": 0.155},
+                             "P1 · 0": {"val_margin": -0.2}, "P3 · 0": {"val_margin": -0.1}}, noise=0.02)
+    rows = pd.DataFrame([{"label": "a", "val_cos": 0.1555, "converged": True},
+                         {"label": "b", "val_cos": 0.45, "converged": True}])
+    text = findings.collapse(rows, values)
+    assert text.startswith("1 of 2 converged runs are not above the global mean (paired, Holm-adjusted): a;")
+    runs = pd.DataFrame([{"label": "P1 · 0", "variant": "P1 MSE", "val_margin": 0, "val_cos": 0.56},
+                         {"label": "P3 · 0", "variant": "P3 guard", "val_margin": 0, "val_cos": 0.55}])
+    summary = tables.seed_summary(runs, by="variant", metrics=["val_margin"], values=values).assign(
+        val_cos=[0.56, 0.55])
+    text = findings.margins(summary, values)
+    assert "P3 guard -0.100 [" in text and "at 0.550" in text and "0 with the whole interval above zero" in text
+    assert "Largest among those at or above the linear average: P3 guard -0.100 [" in text
+    assert "(ahead of the 1 other(s): paired, Holm-adjusted), at VAL cosine" in text
+    vs = findings.versus(summary, values, "P3 guard", "P1 MSE")
+    assert "above P1 MSE's -0.200 [" in vs and "(paired difference +0.100 [" in vs and "(VAL cosine 0.550 vs 0.560)" in vs
     table = pd.DataFrame([{"label": "x", "A": "PASS", "B": "PASS", "gates passed": "5/8"},
                           {"label": "x", "A": "fail", "B": "PASS", "gates passed": "5/8"},
                           {"label": "base", "A": "PASS", "B": "PASS", "gates passed": "8/8"}])
@@ -131,14 +156,16 @@ def test_collapse_margins_gates_and_versus():
 def test_a_margin_below_the_linear_average_is_never_the_win():
     # an under-trained variant (VAL cosine 0.37, below the linear average's 0.549) has the largest margin:
     # it is named as not compared, and the largest margin is read among the variants that learned the average
-    summary = pd.DataFrame([{"variant": "P1 MSE", "val_margin": -0.17, "val_cos": 0.560},
-                            {"variant": "P3 guard", "val_margin": -0.07, "val_cos": 0.372},
-                            {"variant": "P4 rollout", "val_margin": -0.15, "val_cos": 0.555}])
-    text = findings.margins(summary, floor=0.549)
+    means = {"P1 MSE": (-0.17, 0.560), "P3 guard": (-0.07, 0.372), "P4 rollout": (-0.15, 0.555)}
+    values = per_row_values({k: {"val_margin": m} for k, (m, _) in means.items()})
+    runs = pd.DataFrame([{"label": k, "variant": k, "val_margin": m} for k, (m, _) in means.items()])
+    summary = tables.seed_summary(runs, by="variant", metrics=["val_margin"], values=values).assign(
+        val_cos=[c for _, c in means.values()])
+    text = findings.margins(summary, values, floor=0.549)
     assert "so not compared on margin: P3 guard" in text
     assert "Largest among those at or above the linear average: P4 rollout" in text
     assert findings.best_forward(summary, 0.549).variant == "P4 rollout"
-    none = findings.margins(summary.assign(val_cos=0.3), floor=0.549)
+    none = findings.margins(summary.assign(val_cos=0.3), values, floor=0.549)
     assert none.endswith("no configuration learned the average, so no margin is read as a win.")
 
 
@@ -199,3 +226,15 @@ def test_dataset_findings_read_the_card():
     assert text[0].startswith(f"The bank holds {len(bank):,} concepts of 30 articles")
     assert f"{card['cosine_adjacent']['mean']:.3f}" in text[1]
     assert len(findings.dataset({**card, "corpus_truncated": "7 articles read"})) == 4
+
+
+def test_held_out_scores_the_val_choice_on_ood():
+    """The configuration VAL picks is re-read on OOD, paired with the baseline there: the clean test."""
+    values = per_row_values({"A · 0": {"val_cos": 0.52, "ood_cos": 0.47}, "B · 0": {"val_cos": 0.51, "ood_cos": 0.60},
+                             "residual ridge": {"val_cos": 0.5, "ood_cos": 0.49}}, noise=0.01)
+    runs = pd.DataFrame([{"label": "A · 0", "config": "A", "val_cos": 0, "ood_cos": 0},
+                         {"label": "B · 0", "config": "B", "val_cos": 0, "ood_cos": 0}])
+    summary = tables.seed_summary(runs, by="config", metrics=["val_cos", "ood_cos"], values=values)
+    text = findings.held_out(summary, values)
+    assert "A scores OOD cosine 0.470 [" in text and "from residual ridge there is -0.020 [" in text
+    assert text.endswith("below it.") and "B" not in text.split("read VAL")[1]

@@ -15,6 +15,7 @@ from lvmlib.losses import Objective, info_nce_hard_loss, loss_config
 from lvmlib.models import ENERGY_DEFAULTS, ModelError, build_model, count_parameters
 from lvmlib.report import findings, tables
 from lvmlib.training import CheckpointError, fit, load_checkpoint, save_checkpoint
+from tests.values import per_row_values
 
 D = 16
 ENERGY = dict(head="energy", energy_hidden=32, energy_noise_dim=8)
@@ -197,6 +198,8 @@ def test_energy_and_flow_at_equal_parameter_count_are_possible():
 # The TL;DR
 
 def summary_frame():
+    """The three objectives' runs as seed_summary sees them, and their per-row values (ca_meta has none: it is
+    named without a tie test)."""
     rows = []
     for seed in range(3):
         d = 0.002 * seed
@@ -206,8 +209,11 @@ def summary_frame():
                   "ca": 0.70 + d, "ca_meta": 0.90, "converged": True},
                  {"config": "energy head", "val_cos": 0.40, "val_margin": -0.10 + d, "val_r1": 0.02, "val_r1_excl": 0.15 + d,
                   "ca": 0.85 + d, "ca_meta": 0.97 + d / 10, "converged": True}]
-    return tables.seed_summary(pd.DataFrame(rows), by="config",
-                               metrics=["val_cos", "val_margin", "val_r1", "val_r1_excl", "ca", "ca_meta"])
+    rows = pd.DataFrame(rows).assign(label=lambda d: d.config + " · seed " + (d.index // 3).astype(str))
+    values = per_row_values({r["label"]: {m: r[m] for m in ("val_cos", "val_margin", "val_r1", "val_r1_excl", "ca")}
+                             for _, r in rows.iterrows()}, noise=0.005)
+    return tables.seed_summary(rows, by="config", metrics=["val_cos", "val_margin", "val_r1", "val_r1_excl", "ca",
+                                                           "ca_meta"], values=values), values
 
 
 def gate_frame(passing=()):
@@ -217,11 +223,11 @@ def gate_frame(passing=()):
 
 
 def test_objectives_tldr_names_the_best_with_intervals_and_the_ceiling_gap():
-    summary = summary_frame()
+    summary, values = summary_frame()
     ceiling = {"k": 16, "train_concepts": 20000, "margin": 0.06, "r1": 0.13, "r1_excl": 0.18, "cos": 0.38}
     rows = pd.DataFrame([{"label": f"{c} · seed {s}", "converged": not (c == "flow head" and s == 1)}
                          for c in ("P1 MSE", "flow head") for s in range(3)])
-    tldr = findings.objectives(summary, ceiling, {"val_margin": 0.53}, gate_frame(), floor=0.15, copy_r1=0.181,
+    tldr = findings.objectives(summary, values, ceiling, {"val_margin": 0.53}, gate_frame(), floor=0.15, copy_r1=0.181,
                                rows=rows, previous={"source": "old report", "passing_A_and_B": 0, "runs": 15,
                                                     "best_margin": -0.067})
     assert 3 <= len(tldr) <= 5
@@ -229,12 +235,13 @@ def test_objectives_tldr_names_the_best_with_intervals_and_the_ceiling_gap():
     assert tldr[0].startswith("5 of 6 trained runs converged") and "flow head · seed 1" in tldr[0]
     # InfoNCE (context) has the largest margin, but below the linear average's cosine: the ranking skips it, says why
     assert tldr[1].startswith("Largest VAL margin among configurations above the linear average "
-                              "(VAL cosine > 0.150): energy head, -0.098 [")
-    assert "over 3 seed(s) at VAL cosine 0.400" in tldr[1]
-    assert "above P1 MSE's -0.198 [" in tldr[1]                              # tight intervals: separated
+                              "(VAL cosine > 0.150): energy head -0.098 [")
+    assert "(ahead of the 1 other(s): paired, Holm-adjusted) over 3 seed(s), at VAL cosine 0.400" in tldr[1]
+    assert "above P1 MSE's -0.198 [" in tldr[1] and "(paired +0.100 [" in tldr[1]
     assert "InfoNCE (context) has a larger one, -0.048 [" in tldr[1] and "below the linear average's" in tldr[1]
     assert "Best in-article R@1 (5CAT B): InfoNCE (context) 0.052" in text
     assert "left out of the candidates: energy head 0.152" in text and "Best CA: energy head 0.852" in text
+    assert "energy head 0.970 (not tested against the others: no per-row values)" in text
     assert "0 of 18 converged run × split results pass A" in text and "0 pass B" in text
     assert "had 0 of 15 runs passing A and B, its best trained margin -0.067" in text
     assert "margin +0.060 vs energy head's -0.098 (+0.158 to go)" in text and "0.180 vs the best model's 0.152" in text
@@ -247,11 +254,12 @@ def test_objectives_tldr_names_the_best_with_intervals_and_the_ceiling_gap():
 
 def test_objectives_tldr_names_passing_runs_and_handles_no_convergence():
     ceiling = {"k": 4, "train_concepts": 100, "margin": 0.0, "r1": 0.0, "r1_excl": 0.0}
-    tldr = findings.objectives(summary_frame(), ceiling, {"val_margin": 0.5}, gate_frame(passing={("energy head", "VAL")}))
-    assert len(tldr) == 4 and tldr[0].startswith("Largest VAL margin: InfoNCE (context), -0.048")
+    summary, values = summary_frame()
+    tldr = findings.objectives(summary, values, ceiling, {"val_margin": 0.5}, gate_frame(passing={("energy head", "VAL")}))
+    assert len(tldr) == 4 and tldr[0].startswith("Largest VAL margin: InfoNCE (context) -0.048")
     assert "3 of 18 converged run × split results pass A" in tldr[2]
     assert "(energy head · seed 0, energy head · seed 1, energy head · seed 2)" in tldr[2]
-    nothing = findings.objectives(summary_frame(), ceiling, {"val_margin": 0.5}, gate_frame(), floor=0.9)
+    nothing = findings.objectives(summary, values, ceiling, {"val_margin": 0.5}, gate_frame(), floor=0.9)
     assert nothing[0].startswith("No configuration predicts better than the linear average (VAL cosine above 0.900)")
-    empty = findings.objectives(summary_frame().iloc[0:0], {}, {}, gate_frame())
+    empty = findings.objectives(summary.iloc[0:0], values, {}, {}, gate_frame())
     assert len(empty) == 1 and "No configuration converged" in empty[0]

@@ -6,7 +6,7 @@ import torch
 from lvmlib import runs
 from lvmlib.config import EvalSpec, expand, run_spec
 from lvmlib.data import load_bank, save_bank, synthetic_bank
-from lvmlib.evaluation import NearestContextPredictor
+from lvmlib.evaluation import NearestContextPredictor, compare
 from lvmlib.report import tables
 from lvmlib.training import load_checkpoint, train
 
@@ -32,8 +32,11 @@ def test_row_is_measured_and_checkpoint_verified(bank, tmp_path):
     res = runs.run_specs(bank, [spec_for(bank)], out_root=tmp_path, log=None)
     row, doc, fit = res.rows[0], res.evals["lstm a"], res.fits["lstm a"]
     assert row["val_cos"] == pytest.approx(doc["mean_cosine"]["mean"])
-    assert row["val_cos"] == pytest.approx(float(res.row_cos["lstm a"].mean()), abs=1e-6)
+    values = res.values["lstm a"]      # per-row values on the very rows the evaluation scored
+    assert row["val_cos"] == pytest.approx(float(values["val_cos"].values.mean()), abs=1e-6)
     assert row["val_margin"] == pytest.approx(doc["five_cat"]["splits"]["val"]["A"]["margin"])
+    for metric in ("val_margin", "val_r1", "val_mrr", "ca", "ood_cos", "ood_margin", "ood_r1"):
+        assert compare([values[metric]])["mean"] == pytest.approx(row[metric], abs=1e-6), metric
     assert row["checkpoint_reload_max_diff"] < 1e-5 and (tmp_path / "lstm_a" / "best.pt").exists()
     assert row["optimizer_steps"] == 2 * int(np.ceil(row["train_sequences"] / 32)) == fit.optimizer_steps
     assert row["params"] == sum(p.numel() for p in fit.model.parameters())
@@ -76,7 +79,7 @@ def test_baselines_oracle_and_predictors_on_the_same_rows(bank):
     base = runs.baseline_rows(bank, ev=EV)
     labels = [r["label"] for r in base.rows]
     assert labels == ["Linear Average", "copy-last", "global mean", "position-weighted avg", "residual ridge"]
-    assert len({r["rows"] for r in base.rows}) == 1 and len(base.row_cos["residual ridge"]) == base.rows[0]["rows"]
+    assert len({r["rows"] for r in base.rows}) == 1 and len(base.values["residual ridge"]["val_cos"].values) == base.rows[0]["rows"]
     table = tables.five_cat_table(base.evals)
     copy = table[(table.label == "copy-last") & (table.split == "VAL")].iloc[0]
     assert copy["A peak k"] == -1 and copy["A"] == "fail"
@@ -92,8 +95,9 @@ def test_seed_summary_over_expanded_specs(bank):
     specs = expand({"data": {"bank": str(bank.path)}, "model": {"name": "lstm", "options": SMALL},
                     "train": {"epochs": 1}, "eval": {"rows": 30}}, {"loss": {"MSE": {}}}, seeds=[0, 1, 2])
     res = runs.run_specs(bank, specs, log=None)
-    summary = tables.seed_summary(res.rows, by="loss", metrics=["val_cos"])
+    summary = tables.seed_summary(res.rows, by="loss", metrics=["val_cos"], values=res.values)
     assert summary.loc[0, "seeds"] == 3 and summary.loc[0, "val_cos_low"] < summary.loc[0, "val_cos"]
+    assert summary.loc[0, "val_cos"] == pytest.approx(np.mean([r["val_cos"] for r in res.rows]), abs=1e-6)
     assert [r["seed"] for r in res.rows] == [0, 1, 2] and res.rows[0]["loss"] == "MSE"
 
 
