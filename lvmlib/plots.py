@@ -281,3 +281,40 @@ def offset_sweep(frame, *, hue: str = "label", facet: str | None = None, title: 
             ax.plot(xs[i], ys[i], "*", ms=13, color=line.get_color(), mec="black", mew=0.5, label="_peak")
         ax.set_xticks(range(-3, 4))
     return fig
+
+
+def frontier(points, *, x: str, y: str, front=(), hue: str = "kind", title: str | None = None,
+             xlabel: str | None = None, ylabel: str | None = None, theirs=None, theirs_seed=None, theirs_file=None,
+             theirs_x: str | None = None, theirs_y: str | None = None, theirs_label: str = "model") -> Figure:
+    """Each predictor a point (x, y) with its CIs both ways, one colour per ``hue`` value (in order: kinds are not
+    palette names); the Pareto ``front`` (labels) joined by a line, numbered, and listed under the panel; ``theirs``
+    (quoted, no CIs, each point named) in a panel of its own at the left."""
+    ours, _ = _frame(points, ("label", x, hue), y, "frontier")
+    on = ours.drop_duplicates("label").set_index("label")
+    on = on.loc[[f for f in front if f in on.index]].sort_values(x)
+    key = "\n".join(textwrap.shorten(f"{i}: {label}", 60) for i, label in enumerate(on.index, 1))
+    panels = _theirs(theirs, theirs_seed, theirs_file, theirs_x or x, theirs_y or y, None) + [
+        (OURS_TITLE if theirs is not None else "", ours, x, y, hue, True, "on the front:\n" + key if key else "")]
+    fig, axes = _grid(len(panels), ncols=2, w=5.0, h=4.4)
+    kinds = {k: _SAFE[i % len(_SAFE)] for i, k in enumerate(dict.fromkeys(ours[hue].astype(str)))}
+    for ax, (ptitle, d, px, py, ph, ci, note) in zip(axes, panels):
+        for name, g in d.groupby(ph, sort=False) if ph else [(None, d)]:
+            c = kinds.get(str(name), "0.25")
+            ax.scatter(g[px], g[py], s=24, color=c, zorder=3, label=str(name) if name is not None else "_theirs")
+            err = {k: np.clip([g[v] - g[f"{v}_low"], g[f"{v}_high"] - g[v]], 0, None).astype(float)
+                   for k, v in (("xerr", px), ("yerr", py)) if ci and f"{v}_low" in g}
+            if err:
+                ax.errorbar(g[px], g[py], **{k: np.nan_to_num(e) for k, e in err.items()}, fmt="none", ecolor=c,
+                            elinewidth=0.8, alpha=0.6, label="_ci")
+            if not ci:     # theirs: each point named (they are few)
+                for r in g.itertuples():
+                    ax.annotate(str(getattr(r, theirs_label)), (getattr(r, px), getattr(r, py)), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+        ax.set_title(textwrap.fill(ptitle, 40))
+        ax.set_xlabel("\n".join(filter(None, (xlabel or px, note))), fontsize=8)
+    if len(on):
+        axes[-1].plot(on[x], on[y], "-", color="0.3", lw=1, zorder=2, label="Pareto front (point estimates)")
+        for i, (_, r) in enumerate(on.iterrows(), 1):
+            axes[-1].annotate(str(i), (r[x], r[y]), fontsize=7, fontweight="bold", xytext=(3, 3),
+                              textcoords="offset points")
+    return _finish(fig, axes, title, ylabel or y)

@@ -14,14 +14,15 @@ from .retrieval import ContextIndex
 KS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def best_of_k(bank: Bank, rows: Sequences, index: ContextIndex, ks=KS) -> dict[int, np.ndarray]:
-    """{k: (M, D) predictions}: per row, among the TRUE next concepts of its k nearest training
-    contexts, the one with the highest cosine to the row's true next concept (oracle-selected)."""
+def best_of_k(bank: Bank, rows: Sequences, index: ContextIndex, ks=KS, by: np.ndarray | None = None) -> dict:
+    """{k: (M, D) predictions}: per row, among the TRUE next concepts of its k nearest training contexts, the one
+    nearest the row's true next concept (oracle-selected: it uses the answer), or, with `by` (M, D), the one
+    nearest that prediction (a predictor: retrieval picked by a model, as in kNN-LM)."""
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise EvalError(f"ks must be positive ints, got {ks}")
     _, nxt = index.search(rows.contexts, min(ks[-1], len(index)))
-    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets)          # (M, K); cos[:, :k] caps k at K
+    cos = np.einsum("mkd,md->mk", bank.vectors[nxt], rows.targets if by is None else by)   # (M, K); [:, :k] caps k
     return {k: bank.vectors[nxt[np.arange(len(rows)), np.argmax(cos[:, :k], axis=1)]].astype(np.float32) for k in ks}
 
 

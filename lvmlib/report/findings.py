@@ -459,3 +459,29 @@ def objectives(summary: pd.DataFrame, values: dict, ceiling: dict, oracle: dict,
         text += f" (copy-last, the concept nearest the last context concept, scores {copy_r1:.3f} there)"
     return out + [text + f"; the gates ask +0.12 and 0.60, the perfect predictor ŷ = y scores margin "
                          f"{oracle['val_margin']:+.3f}."]
+
+
+def pareto(points: pd.DataFrame, x: str = "val_cos", y: str = "val_margin") -> list[str]:
+    """Labels of the points no other point dominates (as high on x and y, higher on one), in order of x."""
+    p = points.dropna(subset=[x, y])
+    xs, ys = p[x].to_numpy(float), p[y].to_numpy(float)
+    dominated = [((xs >= a) & (ys >= b) & ((xs > a) | (ys > b))).any() for a, b in zip(xs, ys)]
+    return list(p[~np.array(dominated, dtype=bool)].sort_values(x).label) if len(p) else []
+
+
+def frontier(points: pd.DataFrame, theirs: pd.DataFrame | None = None, x: str = "val_cos",
+             y: str = "val_margin", theirs_label: str = "model") -> str:
+    """04's frontier: which predictors (points: label, kind, x, y; none that uses the answer) are on the (x, y)
+    Pareto front, and whether theirs (same columns, quoted) would lie beyond ours. Point estimates: the front is
+    where each predictor's estimate sits, and a CI can reach past a neighbour's."""
+    front, by = pareto(points, x, y), points.set_index("label")
+    text = (f"On the ({x.replace('_', ' ')}, {y.replace('_', ' ')}) front, of {len(points)} predictors that do not use "
+            "the answer: " + "; ".join(f"{k} [{by.loc[k, 'kind']}] ({by.loc[k, x]:.3f}, {by.loc[k, y]:+.3f})"
+                                       for k in front) + " (point estimates)")
+    if theirs is not None and len(theirs.dropna(subset=[x, y])):
+        quoted = theirs.dropna(subset=[x, y])
+        inside = [((points[x] >= r[x]) & (points[y] >= r[y])).any() for _, r in quoted.iterrows()]
+        text += (f"; theirs (seed 004, their split and encoder; caution: {seed_reports.caution('seed004_models')}): "
+                 + ", ".join(f"{r[theirs_label]} ({r[x]:.3f}, {r[y]:+.3f}) {'inside' if i else 'beyond'} our front"
+                             for (_, r), i in zip(quoted.iterrows(), inside)))
+    return text + "."

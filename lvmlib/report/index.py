@@ -102,6 +102,15 @@ def collect_runs(outputs_root: str | os.PathLike = "outputs") -> dict[str, list[
     return {stem: runs for stem, runs in groups.items() if runs}
 
 
+def newest_metrics(stem: str, outputs_root: str | os.PathLike = "outputs") -> tuple[Path, dict] | None:
+    """(folder, metrics.json) of notebook `stem`'s newest finished report, or None (a notebook reads another's)."""
+    for run in collect_runs(outputs_root).get(stem, []):
+        metrics, _ = _read_json(run["dir"] / "metrics.json", (None, None))
+        if run["status"] == "ok" and metrics:
+            return run["dir"], metrics
+    return None
+
+
 def _row(stem: str, r: dict[str, Any]) -> str:
     e = html.escape
     links = " ".join(f'<a href="{e(stem)}/{e(r["run_id"])}/{f}">{f.split(".")[0]}</a>'

@@ -238,3 +238,19 @@ def test_held_out_scores_the_val_choice_on_ood():
     text = findings.held_out(summary, values)
     assert "A scores OOD cosine 0.470 [" in text and "from residual ridge there is -0.020 [" in text
     assert text.endswith("below it.") and "B" not in text.split("read VAL")[1]
+
+
+def test_pareto_front_and_frontier_text():
+    """A point is on the front unless another is at least as good on both axes and better on one."""
+    points = pd.DataFrame([{"label": "ridge", "kind": "baseline", "val_cos": 0.569, "val_margin": -0.251},
+                           {"label": "InfoNCE", "kind": "objective", "val_cos": 0.288, "val_margin": -0.088},
+                           {"label": "under-trained", "kind": "objective", "val_cos": 0.280, "val_margin": -0.100},
+                           {"label": "energy", "kind": "objective", "val_cos": 0.491, "val_margin": -0.220},
+                           {"label": "copy-last", "kind": "baseline", "val_cos": 0.45, "val_margin": -0.30}])
+    assert findings.pareto(points) == ["InfoNCE", "energy", "ridge"]
+    theirs = pd.DataFrame([{"model": "P5 Stage A", "val_cos": 0.463, "val_margin": -0.041},
+                           {"model": "P1 Baseline", "val_cos": 0.55, "val_margin": -0.30}])
+    text = findings.frontier(points, theirs)
+    assert text.startswith("On the (val cos, val margin) front, of 5 predictors that do not use the answer: "
+                           "InfoNCE [objective] (0.288, -0.088); energy [objective] (0.491, -0.220); ridge")
+    assert "P5 Stage A (0.463, -0.041) beyond our front" in text and "P1 Baseline (0.550, -0.300) inside" in text

@@ -179,3 +179,21 @@ def test_offset_sweep_marks_true_next_and_peaks():
     assert sorted(float(p.get_xdata()[0]) for p in peaks) == [0, 0, 1, 1]
     df = pd.DataFrame(rows[:7]).assign(c_k_low=lambda d: d.c_k - 0.01, c_k_high=lambda d: d.c_k + 0.01)
     assert _errorbars(plots.offset_sweep(df).axes[0])
+
+
+def test_frontier_points_cis_front_and_theirs_panel():
+    points = pd.DataFrame([{"label": "ridge", "kind": "baseline", "val_cos": 0.57, "val_cos_low": 0.56,
+                            "val_cos_high": 0.58, "val_margin": -0.25, "val_margin_low": -0.26, "val_margin_high": -0.24},
+                           {"label": "InfoNCE", "kind": "objective", "val_cos": 0.29, "val_margin": -0.09},
+                           {"label": "copy-last", "kind": "baseline", "val_cos": 0.45, "val_margin": -0.30}])
+    theirs = pd.DataFrame([{"model": "P5 Stage A", "val_cos": 0.463, "val_margin": -0.041}])
+    fig = plots.frontier(points, x="val_cos", y="val_margin", front=["InfoNCE", "ridge"], theirs=theirs,
+                         theirs_seed="004", theirs_file="seeds/004.txt")
+    theirs_ax, ours_ax = fig.axes[:2]
+    assert "Theirs (seed report 004" in theirs_ax.get_title() and "P5 Stage A" in _texts(theirs_ax)
+    assert len(_errorbars(ours_ax)) >= 1 and not _errorbars(theirs_ax)
+    front = [l for l in ours_ax.get_lines() if l.get_label().startswith("Pareto front")][0]
+    assert list(front.get_xdata()) == [0.29, 0.57] and _texts(ours_ax) == ["1", "2"]
+    assert "1: InfoNCE" in ours_ax.get_xlabel() and "2: ridge" in ours_ax.get_xlabel()
+    with pytest.raises(ValueError, match="theirs_seed"):
+        plots.frontier(points, x="val_cos", y="val_margin", theirs=theirs)

@@ -99,6 +99,13 @@ def test_best_of_k_ceiling_is_exact_where_the_data_repeats():
     # k = 1 is the nearest training context's next concept: what NearestContextPredictor(k=1) predicts
     nearest = NearestContextPredictor(bank, k=1)(rows.contexts)
     assert np.allclose(preds[1], nearest, atol=1e-5)
+    # picked by a prediction instead of the answer: a predictor, never above the oracle-selected choice; picked by
+    # the answer itself, it is the oracle; k = 1 leaves nothing to pick
+    picked = ceiling.best_of_k(bank, rows, index, ks=(1, 16), by=rows.contexts[:, -1])
+    by_answer = ceiling.best_of_k(bank, rows, index, ks=(16,), by=rows.targets)
+    assert np.allclose(by_answer[16], preds[16]) and np.allclose(picked[1], preds[1])
+    assert np.all(np.einsum("md,md->m", picked[16], rows.targets) <= cos[16] + 1e-6)
+    assert not np.allclose(picked[16], preds[16])
     table, _ = ceiling.knn_ceiling(bank, rows, ks=(1, 16), index=index)
     assert [r["k"] for r in table] == [1, 16] and table[1]["cos"] >= table[0]["cos"]
     assert table[1]["r1_excl"] >= table[1]["r1"] - 1e-9 and table[0]["train_windows"] == len(index)
