@@ -90,3 +90,13 @@ def copy_problem(bank: Bank, rows: Sequences) -> dict:
     return {"r1_with_context": b["r1"], "r1_without_context": bx["r1"], "chance_with_context": b["chance"]["r1"],
             "chance_without_context": bx["chance"]["r1"], "mean_candidates": b["mean_candidates"],
             "rows": b["rows"], "articles": b["articles"]}
+
+
+def near_repeats(rows: Sequences, index: ContextIndex, thresholds=(0.95, 0.9, 0.8, 0.7)) -> dict:
+    """How often a row's context nearly repeats a training context (cosine of the concatenated unit contexts):
+    where it does, that window's true next concept is a draw from (nearly) the same conditional, so those rows
+    would estimate what a sampler of the true next-concept distribution scores. {rows, max, median, counts:
+    {"t": n}}."""
+    best = index.search(rows.contexts, 1)[0][:, 0]
+    return {"rows": len(rows), "max": float(best.max()), "median": float(np.median(best)),
+            "counts": {f"{t:g}": int((best >= t).sum()) for t in thresholds}}   # JSON keys

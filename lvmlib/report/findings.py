@@ -485,3 +485,15 @@ def frontier(points: pd.DataFrame, theirs: pd.DataFrame | None = None, x: str = 
                  + ", ".join(f"{r[theirs_label]} ({r[x]:.3f}, {r[y]:+.3f}) {'inside' if i else 'beyond'} our front"
                              for (_, r), i in zip(quoted.iterrows(), inside)))
     return text + "."
+
+
+def sampler_estimate(repeats: dict, threshold: float = 0.9, min_rows: int = 50) -> str:
+    """Whether the data allow an estimate of what a sampler of the true next concept would score on 5CAT A and B
+    (repeats: ceiling.near_repeats): only rows whose context nearly repeats a training context can give one."""
+    n = repeats["counts"].get(f"{threshold:g}", 0)
+    text = (f"A sampler of the true next-concept distribution: {n} of {repeats['rows']:,} VAL rows have a training "
+            f"context with cosine >= {threshold:g} (closest {repeats['max']:.2f}, median {repeats['median']:.2f})")
+    if n < min_rows:
+        return (text + f"; under {min_rows} such rows this corpus cannot estimate what a sampler would score, so the "
+                "oracle-selected line is read as an upper line of one method, not as a bound on the gates.")
+    return text + ": enough near-repeats to estimate it on those rows (see the table)."

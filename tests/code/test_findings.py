@@ -254,3 +254,11 @@ def test_pareto_front_and_frontier_text():
     assert text.startswith("On the (val cos, val margin) front, of 5 predictors that do not use the answer: "
                            "InfoNCE [objective] (0.288, -0.088); energy [objective] (0.491, -0.220); ridge")
     assert "P5 Stage A (0.463, -0.041) beyond our front" in text and "P1 Baseline (0.550, -0.300) inside" in text
+
+
+def test_sampler_estimate_needs_near_repeats():
+    few = {"rows": 2000, "max": 0.8, "median": 0.37, "counts": {"0.9": 0, "0.8": 1}}
+    text = findings.sampler_estimate(few)
+    assert text.startswith("A sampler of the true next-concept distribution: 0 of 2,000 VAL rows")
+    assert "cannot estimate" in text and "closest 0.80" in text
+    assert "enough near-repeats" in findings.sampler_estimate({**few, "counts": {"0.9": 80}})

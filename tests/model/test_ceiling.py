@@ -106,6 +106,8 @@ def test_best_of_k_ceiling_is_exact_where_the_data_repeats():
     assert np.allclose(by_answer[16], preds[16]) and np.allclose(picked[1], preds[1])
     assert np.all(np.einsum("md,md->m", picked[16], rows.targets) <= cos[16] + 1e-6)
     assert not np.allclose(picked[16], preds[16])
+    repeats = ceiling.near_repeats(rows, index)       # the copied article's contexts repeat a training one exactly
+    assert repeats["max"] == pytest.approx(1.0, abs=1e-5) and repeats["counts"]["0.95"] >= copy_rows.sum()
     table, _ = ceiling.knn_ceiling(bank, rows, ks=(1, 16), index=index)
     assert [r["k"] for r in table] == [1, 16] and table[1]["cos"] >= table[0]["cos"]
     assert table[1]["r1_excl"] >= table[1]["r1"] - 1e-9 and table[0]["train_windows"] == len(index)
