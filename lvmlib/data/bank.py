@@ -82,13 +82,9 @@ def validate(bank: Bank) -> None:
             raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
     if len(bank.text) != n:
         raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
-    bad, norms = [], []
-    for rows in row_blocks(v):      # in blocks, so a memory-mapped bank is checked without a full-size temporary
-        block = v[rows]
-        bad.append(~np.isfinite(block).all(axis=1))
-        norms.append(np.linalg.norm(block, axis=1))
-    bad, norms = np.flatnonzero(np.concatenate(bad)), np.concatenate(norms)
-    off = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+    # in blocks, so a memory-mapped bank is checked without a full-size temporary; a NaN/inf in a row makes its norm so
+    norms = np.concatenate([np.linalg.norm(v[rows], axis=1) for rows in row_blocks(v)])
+    bad, off = np.flatnonzero(~np.isfinite(norms)), np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
     if len(bad):
         raise BankError(f"{len(bad)} vector rows contain NaN/inf (first row {bad[0]}){where}")
     if len(off):
@@ -169,14 +165,6 @@ class Sequences:
     @property
     def dim(self) -> int:
         return int((self.vectors if self.vectors is not None else self._targets).shape[-1])
-
-    def take(self, rows: np.ndarray) -> "Sequences":
-        """The windows `rows` (indices) as Sequences of their own."""
-        pick = {k: getattr(self, k)[rows] for k in ("article", "position", "index")}
-        limit = None if self.limit is None else self.limit[rows]
-        if self.vectors is not None:
-            return Sequences(**pick, limit=limit, vectors=self.vectors, context=self.context)
-        return Sequences(self._contexts[rows], self._targets[rows], **pick, limit=limit)
 
     def context_rows(self, rows=slice(None)) -> np.ndarray:
         """(B, context) bank rows of the contexts of windows `rows` (indices, a slice or a mask)."""
