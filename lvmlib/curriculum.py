@@ -94,8 +94,7 @@ def stage_rows(sim_prev: np.ndarray, adv_prev: np.ndarray, stage: dict) -> np.nd
 
 
 class Curriculum:
-    """Training rows per epoch for a list of stages (see curriculum_config): the stage in force at an epoch
-    is the last one whose start_epoch <= epoch."""
+    """Training rows per epoch for a list of stages (see curriculum_config)."""
 
     def __init__(self, contexts: np.ndarray, targets: np.ndarray, stages: list[dict]):
         self.stages = stages

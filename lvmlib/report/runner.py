@@ -105,8 +105,7 @@ def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
     if unknown:
         declares = f"its parameters cell declares {sorted(declared)}" if declared else "it has no parameters cell"
         raise ReportError(f"{where}: unknown parameter(s) {unknown} for {notebook.name}; {declares}")
-    resolved: dict[str, Any] = {}
-    unresolved: dict[str, str] = {}
+    resolved, unresolved = {}, {}
     for name, info in declared.items():
         try:
             resolved[name] = overrides[name] if name in overrides else ast.literal_eval(info["default"])
@@ -156,9 +155,8 @@ def environment_facts() -> dict[str, Any]:
 
 
 def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None = None) -> Path:
-    """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv, with
-    KERNEL_ENV) if it does not exist yet; a kernelspec of this environment names the IPC provisioner
-    (report/kernel.py). `make setup` installs ``lvm-lab`` and the venv's own ``python3`` (the notebooks' kernel)."""
+    """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv) if it does not exist
+    yet, then `_name_provisioner`-ed. `make setup` installs ``lvm-lab`` and the venv's ``python3`` (the notebooks')."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     folder = None
