@@ -1,6 +1,5 @@
-"""The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a
-context window is a slice that never crosses an article boundary), each article in one split. Its files:
-docs/architecture.md (bank folder); `Sequences` gather windows from the (memory-mapped) vectors, no copy."""
+"""The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a context
+window is a slice that never crosses an article boundary), each article in one split (files: docs/architecture.md)."""
 from __future__ import annotations
 
 import copy
@@ -201,11 +200,9 @@ class Sequences:
 
     def subset(self, rows) -> "Sequences":
         """Windows `rows` as Sequences of their own (what was gathered already is sliced, not gathered again)."""
-        pick = (lambda a: None if a is None else a[rows])
         out = copy.copy(self)
-        out.article, out.position, out.index, out.limit = (self.article[rows], self.position[rows],
-                                                           self.index[rows], pick(self.limit))
-        out._contexts, out._targets = pick(self._contexts), pick(self._targets)
+        for name in ("article", "position", "index", "limit", "_contexts", "_targets"):
+            setattr(out, name, None if getattr(self, name) is None else getattr(self, name)[rows])
         return out
 
 
