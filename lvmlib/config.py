@@ -63,8 +63,7 @@ class TrainSpec:
     warmup_steps: int = 0           # linear LR warm-up (cosine schedule)
     plateau_factor: float = 0.5
     plateau_patience: int = 3       # validations without a min_delta gain before the LR is lowered
-    # the stop rule (training/loop.py): flat for max(patience_steps, patience_share * steps so far) optimizer
-    # steps, after the LR has been lowered; the best checkpoint and the stop read `stop_metric`
+    # the stop rule (docs/architecture.md); the best checkpoint and the stop read `stop_metric`
     stop_metric: str = "cosine"     # cosine: VAL cosine (what the reports read); loss: the VAL loss
     patience_steps: int = 300       # floor of the patience, in optimizer steps (0: no early stop)
     patience_share: float = 0.25    # the patience grows with the run: this share of the steps run so far

@@ -118,8 +118,7 @@ def info_nce_hard_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.
         if candidates is not None:
             sims = torch.einsum("bd,bkd->bk", p, F.normalize(candidates, dim=-1))
             logits.append(sims if valid is None else sims.masked_fill(~valid.bool(), float("-inf")))
-    labels = torch.zeros(len(p), dtype=torch.long, device=p.device)
-    return F.cross_entropy(torch.cat(logits, dim=1) / tau, labels)
+    return F.cross_entropy(torch.cat(logits, dim=1) / tau, torch.zeros(len(p), dtype=torch.long, device=p.device))
 
 
 def directional_guard(pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, margin: float) -> torch.Tensor:
@@ -206,8 +205,7 @@ class Objective(nn.Module):
                 generator: torch.Generator | None = None, hard=None, hard_valid=None):
         """(total loss, {term: detached value}, detached unit predictions); epoch None = validation (all terms
         on, no context drop). hard, hard_valid: v[t+k] for info_nce_hard's article_offsets, in-article mask."""
-        training = epoch is not None
-        model_in = drop_context(contexts, self.cfg["context_drop"], generator) if training else contexts
+        model_in = contexts if epoch is None else drop_context(contexts, self.cfg["context_drop"], generator)
         if self.generative:
             return self._generative_forward(model_in, targets, epoch, generator)
         if self.model.predicts_every_position and self.cfg["all_positions"]:

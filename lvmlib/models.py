@@ -112,8 +112,7 @@ class LSTMCore(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, layers: int = 2, dropout: float = 0.2):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, x):
@@ -305,9 +304,8 @@ class _SamplingHead(nn.Module):
 
 
 class FlowHead(_SamplingHead):
-    """Conditional flow matching (rectified flow) from N(0, noise^2 I) to y * sqrt(D) given c: x_t = (1 - t) x0 +
-    t x1, loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D. A draw is Euler-integrated and divided by sqrt(D). v has a
-    learned linear skip from LayerNorm(c) (without it joint training was much slower: docs/architecture.md)."""
+    """Conditional flow matching (rectified flow) from N(0, noise^2 I) to y * sqrt(D) given c (`loss`, `draw`); v has
+    a learned linear skip from LayerNorm(c) (without it joint training was much slower: docs/architecture.md)."""
 
     def __init__(self, dim: int, hidden: int = 512, layers: int = 3, steps: int = 10, samples: int = 1,
                  noise: float = 1.0, seed: int = 0):
@@ -348,8 +346,7 @@ class EnergyHead(_SamplingHead):
     """A sampler x = c + MLP([LayerNorm(c) | eps]) / sqrt(D) trained with the energy score (CALM, 2025), strictly
     proper for 0 < beta < 2 (minimised when the draws follow the true conditional distribution of y):
 
-        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta
-    """
+        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta"""
 
     def __init__(self, dim: int, hidden: int = 256, layers: int = 2, noise_dim: int = 64, train_samples: int = 4,
                  samples: int = 8, beta: float = 1.0, seed: int = 0):

@@ -531,8 +531,7 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
             if progress and rank == 0:
                 print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
                       f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
-            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress,
-                         resume=resume)
+            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress, resume=resume)
             if writes:
                 files.write_json(out / "history.json", files.to_jsonable(result.history))
         return result
