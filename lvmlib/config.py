@@ -63,8 +63,7 @@ class TrainSpec:
     warmup_steps: int = 0           # linear LR warm-up (cosine schedule)
     plateau_factor: float = 0.5
     plateau_patience: int = 3       # validations without a min_delta gain before the LR is lowered
-    # the stop rule (training/loop.py): flat for max(patience_steps, patience_share * steps so far) optimizer
-    # steps, after the LR has been lowered; the best checkpoint and the stop read `stop_metric`
+    # the stop rule (docs/architecture.md); the best checkpoint and the stop read `stop_metric`
     stop_metric: str = "cosine"     # cosine: VAL cosine (what the reports read); loss: the VAL loss
     patience_steps: int = 300       # floor of the patience, in optimizer steps (0: no early stop)
     patience_share: float = 0.25    # the patience grows with the run: this share of the steps run so far
@@ -129,6 +128,12 @@ def _typed(value, kind, where: str):
     return float(value) if kind is float else value
 
 
+def _unknown(given, known, where: str, what: str = "") -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}{what}; expected some of {sorted(known)}")
+
+
 def _section(cls, given, where: str):
     """A spec dataclass from a mapping: unknown keys and wrong types are errors naming the key path."""
     if isinstance(given, cls):
@@ -136,9 +141,7 @@ def _section(cls, given, where: str):
     if not isinstance(given, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {given!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]}; expected one of {sorted(fields)}")
+    _unknown(given, fields, where)
     missing = [n for n, f in fields.items() if n not in given and f.default is f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"missing key {where}.{missing[0]}")
@@ -163,12 +166,6 @@ def run_spec(given, source: str = "params") -> RunSpec:
     return spec
 
 
-def _unknown(given, known, where: str, what: str = "") -> None:
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]}{what}; expected some of {sorted(known)}")
-
-
 def _check(spec: RunSpec) -> None:
     """What a type does not say: one data source, a known schedule, a known model and its options."""
     from . import models
@@ -189,8 +186,7 @@ def _check(spec: RunSpec) -> None:
     if model.name not in models.CORES:
         raise ConfigError(f"params.model.name: unknown model {model.name!r}; expected one of {sorted(models.CORES)}")
     known = (set(inspect.signature(models.CORES[model.name]).parameters) - {"in_dim", "out_dim"}
-             | {"residual", "positional_scale", "alpha_floor", "alpha_init", "head", "baseline_start"}
-             | set(models.FLOW_DEFAULTS) | set(models.ENERGY_DEFAULTS))
+             | {"head", *models.WRAPPER_OPTIONS, *models.FLOW_DEFAULTS, *models.ENERGY_DEFAULTS})
     _unknown(model.options, known, "params.model.options", f" for model {model.name!r}")
 
 

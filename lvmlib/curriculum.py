@@ -68,8 +68,7 @@ def curriculum_config(given: dict | None, where: str = "curriculum") -> list[dic
                 raise CurriculumError(f"{here}.{key} must be a number, got {value!r}")
         if "top_fraction" in stage and not 0 < stage["top_fraction"] <= 1:
             raise CurriculumError(f"{here}.top_fraction must be in (0, 1], got {stage['top_fraction']}")
-        out.append({"start_epoch": int(stage.get("start_epoch", 0)),
-                    **{k: v for k, v in stage.items() if k != "start_epoch"}})
+        out.append({**stage, "start_epoch": int(stage.get("start_epoch", 0))})
     out.sort(key=lambda s: s["start_epoch"])
     if out[0]["start_epoch"] != 0:
         raise CurriculumError(f"{where}: the first stage must start at epoch 0")
@@ -94,8 +93,7 @@ def stage_rows(sim_prev: np.ndarray, adv_prev: np.ndarray, stage: dict) -> np.nd
 
 
 class Curriculum:
-    """Training rows per epoch for a list of stages (see curriculum_config): the stage in force at an epoch
-    is the last one whose start_epoch <= epoch."""
+    """Training rows per epoch for a list of stages (see curriculum_config)."""
 
     def __init__(self, contexts: np.ndarray, targets: np.ndarray, stages: list[dict]):
         self.stages = stages

@@ -35,21 +35,14 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
     return folder
 
 
-def first_missing(folder: str | os.PathLike) -> Path | None:
-    """The outermost folder of `folder`'s path that does not exist yet (what creating it would add)."""
-    folder, missing = Path(folder).absolute(), None
-    while not folder.exists() and folder != folder.parent:
-        folder, missing = folder.parent, folder
-    return missing
-
-
 @contextlib.contextmanager
 def undone_on_bad_input(folder: str | os.PathLike):
     """A block that fails on bad input (InputError) takes back what it added under `folder`: the folders it
     created and every new path in a folder that was there (a lock file too). Any other failure keeps its
     work, for a resume. Files it changed are not restored: writes go through atomic_write, after the checks."""
-    folder = Path(folder)
-    created = first_missing(folder)
+    folder, created, above = Path(folder), None, Path(folder).absolute()
+    while not above.exists() and above != above.parent:    # created: the outermost folder this block would add
+        above, created = above.parent, above
     before = set(folder.rglob("*")) if created is None and folder.is_dir() else set()
     try:
         yield

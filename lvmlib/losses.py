@@ -114,15 +114,11 @@ def info_nce_hard_loss(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.
     if in_batch:
         eye = torch.eye(len(p), dtype=torch.bool, device=p.device)
         logits.append((p @ y.T).masked_fill(eye, float("-inf")))           # the diagonal is the positive
-    if contexts is not None:
-        logits.append(torch.einsum("bd,bkd->bk", p, F.normalize(contexts, dim=-1)))
-    if negatives is not None:
-        sims = torch.einsum("bd,bkd->bk", p, F.normalize(negatives, dim=-1))
-        if negatives_valid is not None:
-            sims = sims.masked_fill(~negatives_valid.bool(), float("-inf"))
-        logits.append(sims)
-    labels = torch.zeros(len(p), dtype=torch.long, device=p.device)
-    return F.cross_entropy(torch.cat(logits, dim=1) / tau, labels)
+    for candidates, valid in ((contexts, None), (negatives, negatives_valid)):
+        if candidates is not None:
+            sims = torch.einsum("bd,bkd->bk", p, F.normalize(candidates, dim=-1))
+            logits.append(sims if valid is None else sims.masked_fill(~valid.bool(), float("-inf")))
+    return F.cross_entropy(torch.cat(logits, dim=1) / tau, torch.zeros(len(p), dtype=torch.long, device=p.device))
 
 
 def directional_guard(pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, margin: float) -> torch.Tensor:
@@ -201,17 +197,15 @@ class Objective(nn.Module):
     def weight(self, term: str, epoch: int | None) -> float:
         """Weight of a term at an epoch; epoch None (validation) means every term is on."""
         spec = self.cfg[term]
-        if isinstance(spec, dict):
-            on = epoch is None or epoch >= spec["start_epoch"]
-            return float(spec["weight"]) if on else 0.0
-        return float(spec)
+        if not isinstance(spec, dict):
+            return float(spec)
+        return float(spec["weight"]) if epoch is None or epoch >= spec["start_epoch"] else 0.0
 
     def forward(self, contexts, targets, future=None, valid=None, epoch: int | None = None,
                 generator: torch.Generator | None = None, hard=None, hard_valid=None):
         """(total loss, {term: detached value}, detached unit predictions); epoch None = validation (all terms
         on, no context drop). hard, hard_valid: v[t+k] for info_nce_hard's article_offsets, in-article mask."""
-        training = epoch is not None
-        model_in = drop_context(contexts, self.cfg["context_drop"], generator) if training else contexts
+        model_in = contexts if epoch is None else drop_context(contexts, self.cfg["context_drop"], generator)
         if self.generative:
             return self._generative_forward(model_in, targets, epoch, generator)
         if self.model.predicts_every_position and self.cfg["all_positions"]:

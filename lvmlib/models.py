@@ -1,8 +1,6 @@
-"""Next-concept-vector models: read 5 context vectors (B, 5, D), predict the next one (B, D).
-
-Every model from `build_model` is an `LVM`, a wrapper around a *core* network (B, 5, in_dim) -> (B, D); its API and
-options are described in docs/architecture.md. Parameter counts at D=768 match SPEC's table (tests/model).
-"""
+"""Next-concept-vector models: read 5 context vectors (B, 5, D), predict the next one (B, D). Every model from
+`build_model` is an `LVM`, a wrapper around a *core* network (B, 5, in_dim) -> (B, D); its API and options:
+docs/architecture.md. Parameter counts at D=768 match SPEC's table (tests/model)."""
 from __future__ import annotations
 
 import inspect
@@ -47,10 +45,8 @@ class CopyLast(LinearAverage):
 
 
 class GlobalMean(LinearAverage):
-    """The mean of the TRAINING targets, whatever the context (SPEC defect 8: never hard-coded).
-
-    Its raw output is the plain mean (the MSE-optimal constant); the wrapper normalises it.
-    """
+    """The mean of the TRAINING targets, whatever the context (SPEC defect 8: never hard-coded); its raw output is
+    the plain mean (the MSE-optimal constant), which the wrapper normalises."""
 
     def __init__(self, in_dim: int, out_dim: int, mean=None):
         super().__init__(in_dim, out_dim)
@@ -79,8 +75,7 @@ class AMN(nn.Module):
     """Attention-mixture network: raw = b + MLP([b | softmax(W_q b . W_k x / sqrt(attn_dim)) @ x]), b = sum_t w_t x_t
     with 5 learned weights from 1/5, MLP 2D -> 512 -> GELU -> LN -> 256 -> GELU -> LN -> D with its last layer at
     zero: AMN starts as the linear average (baseline_start=False: the original's b = mean and noisy start).
-    1,510,917 parameters at D=768 (SPEC: 1.51M).
-    """
+    1,510,917 parameters at D=768 (SPEC: 1.51M)."""
 
     def __init__(self, in_dim: int, out_dim: int, attn_dim: int = 256, hidden: int = 512, mid: int = 256,
                  baseline_start: bool = True):
@@ -117,8 +112,7 @@ class LSTMCore(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, layers: int = 2, dropout: float = 0.2):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, x):
@@ -157,8 +151,7 @@ def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
 class TransformerCore(nn.Module):
     """Linear(D, 512) + sinusoidal PE; 4 causal decoder layers (8 heads, FF 2048, dropout 0.1); last position
     -> Linear(512, 512) -> GELU -> LN -> Linear(512, D). SPEC's 17.9M needs nn.TransformerDecoderLayer: causal
-    self-attention plus cross-attention to the (causally masked) projected input itself; encoder layers give 13.7M.
-    """
+    self-attention plus cross-attention to the (causally masked) projected input itself; encoder layers give 13.7M."""
 
     def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
                  ff: int = 2048, dropout: float = 0.1):
@@ -207,8 +200,7 @@ class BaseLCM(nn.Module):
     """Base-LCM (Meta, "Large Concept Models"): MSE next-embedding prediction at every position of a causal
     pre-LN decoder, between a robust scaler (x - center) / spread + Linear (pre-net) and Linear, then unscaling
     (post-net). center/spread: per-dimension median and IQR/1.349 from fit(); fixed to 0 and `scale` if given;
-    0 and 1/sqrt(D) before fit(). Extra input columns (a positional channel) pass the scaler unchanged.
-    """
+    0 and 1/sqrt(D) before fit(). Extra input columns (a positional channel) pass the scaler unchanged."""
 
     def __init__(self, in_dim: int, out_dim: int, d_model: int = 512, layers: int = 4, heads: int = 8,
                  ff: int = 2048, dropout: float = 0.1, scale: float | None = None):
@@ -312,10 +304,8 @@ class _SamplingHead(nn.Module):
 
 
 class FlowHead(_SamplingHead):
-    """Conditional flow matching (rectified flow) from N(0, noise^2 I) to y * sqrt(D) given c: x_t = (1 - t) x0 +
-    t x1, loss = mean ||v(x_t, t, c) - (x1 - x0)||^2 / D. A draw is Euler-integrated and divided by sqrt(D). v has a
-    learned linear skip from LayerNorm(c) (without it joint training was much slower: docs/architecture.md).
-    """
+    """Conditional flow matching (rectified flow) from N(0, noise^2 I) to y * sqrt(D) given c (`loss`, `draw`); v has
+    a learned linear skip from LayerNorm(c) (without it joint training was much slower: docs/architecture.md)."""
 
     def __init__(self, dim: int, hidden: int = 512, layers: int = 3, steps: int = 10, samples: int = 1,
                  noise: float = 1.0, seed: int = 0):
@@ -356,8 +346,7 @@ class EnergyHead(_SamplingHead):
     """A sampler x = c + MLP([LayerNorm(c) | eps]) / sqrt(D) trained with the energy score (CALM, 2025), strictly
     proper for 0 < beta < 2 (minimised when the draws follow the true conditional distribution of y):
 
-        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta
-    """
+        loss = 1/m sum_i ||x_i - y||^beta  -  1/(2 m (m-1)) sum_{i != j} ||x_i - x_j||^beta"""
 
     def __init__(self, dim: int, hidden: int = 256, layers: int = 2, noise_dim: int = 64, train_samples: int = 4,
                  samples: int = 8, beta: float = 1.0, seed: int = 0):
@@ -391,6 +380,7 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torc
 
 
 HEADS = {"flow": (FlowHead, FLOW_DEFAULTS), "energy": (EnergyHead, ENERGY_DEFAULTS)}
+WRAPPER_OPTIONS = ("residual", "positional_scale", "alpha_floor", "alpha_init", "baseline_start")   # LVM's own
 
 
 def output_layer(core: nn.Module) -> nn.Module | None:
@@ -420,11 +410,9 @@ class PositionWeighted(nn.Module):
 
 
 class LVM(nn.Module):
-    """The wrapper every model is: checks the input, adds the positional channel, the baseline start, the residual
-    option and a generative head (`head`: None, "flow" or "energy", the module in the attribute of that name).
-
-    baseline_start: the raw output is PositionWeighted(ctx) + the core's output, whose output layer starts at zero,
-    so every architecture starts as the position-weighted average and learns what it adds beyond averaging."""
+    """The wrapper every model is: checks the input, adds the positional channel, the baseline start (docs/
+    architecture.md), the residual option and a generative head (`head`: None, "flow" or "energy", the module in the
+    attribute of that name)."""
 
     def __init__(self, core: nn.Module, config: dict, dim: int, residual: bool = False,
                  positional_scale: float | None = None, alpha_floor: float = 0.05, alpha_init: float = 0.5,
@@ -440,11 +428,9 @@ class LVM(nn.Module):
             if output_layer(core) is None:
                 raise ModelError(f"{config['name']}: baseline_start needs a trained core (it has no output layer)")
             self.baseline = PositionWeighted(dim)
-            zero_output_layer(output_layer(core))
             if hasattr(core, "add_center"):
                 core.add_center = False
-        self.residual = residual
-        self.positional_scale = positional_scale
+        self.residual, self.positional_scale = residual, positional_scale
         if positional_scale is not None:
             self.register_buffer("position_channel",
                                  torch.linspace(0, 1, CONTEXT).mul(float(positional_scale))[:, None], persistent=False)
@@ -452,11 +438,11 @@ class LVM(nn.Module):
             if not (0 <= alpha_floor < alpha_init):
                 raise ModelError(f"residual needs 0 <= alpha_floor < alpha_init, got {alpha_floor}, {alpha_init}")
             self.alpha_floor = alpha_floor
-            # the correction starts at zero, so a residual model starts as copy-last, not as noise
-            if output_layer(core) is not None:      # the parameter-free baselines have no output layer
-                zero_output_layer(output_layer(core))
             # alpha = floor + softplus(rho); rho chosen so alpha starts at alpha_init
             self.alpha_rho = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init - alpha_floor))))
+        # the correction starts at zero, so the model starts as its baseline (residual: copy-last), not as noise
+        if (baseline_start or residual) and output_layer(core) is not None:   # parameter-free baselines have none
+            zero_output_layer(output_layer(core))
 
     @property
     def name(self) -> str:
@@ -483,8 +469,7 @@ class LVM(nn.Module):
         return (F.normalize(last, dim=-1) + self.alpha * out) if self.residual else out
 
     def condition(self, ctx: torch.Tensor) -> torch.Tensor:
-        """The core's output (on its baseline, after the residual option): the raw prediction, or a generative
-        head's condition."""
+        """The core's output on its baseline, after the residual option: the raw prediction or a head's condition."""
         out = self.core(self._input(ctx))
         if self.baseline is not None:
             out = self.baseline(ctx) + out
@@ -496,8 +481,7 @@ class LVM(nn.Module):
 
     def head_loss(self, ctx: torch.Tensor, target: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """The generative head's loss given this context: flow matching (one extra MLP pass; no sampling) or the
-        energy score of energy_train_samples draws per row; the noise comes from `generator` (global RNG if None)."""
+        """The generative head's `loss` on this context's condition; noise from `generator` (global RNG if None)."""
         if self.head is None:
             raise ModelError(f"{self.name} has no generative head (build it with head='flow' or head='energy')")
         return getattr(self, self.head).loss(self.condition(ctx), target, generator)
@@ -530,10 +514,8 @@ def build_model(name: str, dim: int = 384, **options) -> LVM:
         raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if not isinstance(dim, int) or dim < 2:
         raise ModelError(f"dim must be an int >= 2, got {dim!r}")
-    wrapper_keys = ["residual", "positional_scale", "alpha_floor", "alpha_init", "baseline_start"]
-    if "baseline_start" in inspect.signature(CORES[name]).parameters:
-        wrapper_keys.remove("baseline_start")       # AMN's own: its MLP reads the weighted sum too
-    wrapper = {k: options.pop(k) for k in wrapper_keys if k in options}
+    own = inspect.signature(CORES[name]).parameters    # AMN's own baseline_start: its MLP reads the weighted sum too
+    wrapper = {k: options.pop(k) for k in WRAPPER_OPTIONS if k in options and k not in own}
     head = options.pop("head", None)
     given = {h: {k: options.pop(k) for k in defaults if k in options} for h, (_, defaults) in HEADS.items()}
     if head not in (None, *HEADS):

@@ -52,8 +52,7 @@ def set_theme() -> None:
     pd.set_option("display.max_columns", None, "display.max_rows", 500, "display.width", None,
                   "display.max_colwidth", 200, "display.float_format", table_number)
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11,
-                                "figure.titlesize": 12})
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 11, "figure.titlesize": 12})
     ipython = sys.modules.get("IPython")  # a running shell has imported it
     shell = ipython.get_ipython() if ipython else None
     if shell is not None and "IPKernelApp" in shell.config:

@@ -1,6 +1,5 @@
-"""Progress for people and for logs: a tqdm bar when stderr is a terminal; elsewhere (a pipe, CI, a papermill
-kernel) no carriage-return frames, only one plain line per unit that matters (a shard, an epoch), with its
-rate and ETA."""
+"""Progress for people and for logs: a tqdm bar when stderr is a terminal; elsewhere (a pipe, CI, a papermill kernel)
+no carriage-return frames, only one plain line per unit that matters (a shard, an epoch), with its rate and ETA."""
 from __future__ import annotations
 
 import sys

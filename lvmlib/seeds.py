@@ -1,8 +1,6 @@
-"""The seed reports' own numbers ("theirs"), transcribed as printed into ``seeds.json`` beside this file.
-
-A table is ``{"name", "source", "label", "caution", "rows"}`` (caution: one line on how theirs was not measured
-the way ours is, shown wherever the numbers are); a row may name its own ``source`` (relative to the shared
-folder; `docs/...` sources quote peer numbers not in the shared folder). Rules: docs/architecture.md."""
+"""The seed reports' own numbers ("theirs"), transcribed as printed into ``seeds.json`` beside this file (rules:
+docs/architecture.md). A table is ``{"name", "source", "label", "caution", "rows"}`` (`caution`); a row may name its
+own ``source`` (relative to the shared folder; `docs/...` sources quote peer numbers not in the shared folder)."""
 from __future__ import annotations
 
 import copy
@@ -28,17 +26,14 @@ def caution(name: str) -> str:
     return TABLES[name]["caution"]
 
 
-def _framed(records: list[dict[str, Any]], name: str):
+def frame(name: str, records: list[dict[str, Any]] | None = None):
+    """A table (or `records` drawn from it) as a DataFrame (None -> NaN in numeric columns); attrs carry its source,
+    label and caution."""
     import pandas as pd
 
-    df = pd.DataFrame(records)
+    df = pd.DataFrame(rows(name) if records is None else records)
     df.attrs.update(source=TABLES[name]["source"], label=TABLES[name]["label"], name=name, caution=caution(name))
     return df
-
-
-def frame(name: str):
-    """A table as a DataFrame (None -> NaN in numeric columns); attrs carry source and label."""
-    return _framed(rows(name), name)
 
 
 def scaling_long(name: str = "seed000_fair_232k_340k_367k"):
@@ -47,4 +42,4 @@ def scaling_long(name: str = "seed000_fair_232k_340k_367k"):
            for r in rows(name) for key, value in r.items() if key.startswith("val_cos_") and key.endswith("k")]
     if not out:
         raise ValueError(f"seed table {name!r} has no val_cos_<N>k columns")
-    return _framed(out, name)
+    return frame(name, out)

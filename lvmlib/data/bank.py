@@ -1,6 +1,5 @@
-"""The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a
-context window is a slice that never crosses an article boundary), each article in one split. Its files:
-docs/architecture.md (bank folder); `Sequences` gather windows from the (memory-mapped) vectors, no copy."""
+"""The concept bank: unit vectors of every concept, stored article by article (positions 0..n-1, so a context
+window is a slice that never crosses an article boundary), each article in one split (files: docs/architecture.md)."""
 from __future__ import annotations
 
 import copy
@@ -82,13 +81,9 @@ def validate(bank: Bank) -> None:
             raise BankError(f"{name} has shape {a.shape}, expected ({n},) to match vectors{where}")
     if len(bank.text) != n:
         raise BankError(f"text has {len(bank.text)} entries, expected {n}{where}")
-    bad, norms = [], []
-    for rows in row_blocks(v):      # in blocks, so a memory-mapped bank is checked without a full-size temporary
-        block = v[rows]
-        bad.append(~np.isfinite(block).all(axis=1))
-        norms.append(np.linalg.norm(block, axis=1))
-    bad, norms = np.flatnonzero(np.concatenate(bad)), np.concatenate(norms)
-    off = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+    # in blocks, so a memory-mapped bank is checked without a full-size temporary; a NaN/inf in a row makes its norm so
+    norms = np.concatenate([np.linalg.norm(v[rows], axis=1) for rows in row_blocks(v)])
+    bad, off = np.flatnonzero(~np.isfinite(norms)), np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
     if len(bad):
         raise BankError(f"{len(bad)} vector rows contain NaN/inf (first row {bad[0]}){where}")
     if len(off):
@@ -170,14 +165,6 @@ class Sequences:
     def dim(self) -> int:
         return int((self.vectors if self.vectors is not None else self._targets).shape[-1])
 
-    def take(self, rows: np.ndarray) -> "Sequences":
-        """The windows `rows` (indices) as Sequences of their own."""
-        pick = {k: getattr(self, k)[rows] for k in ("article", "position", "index")}
-        limit = None if self.limit is None else self.limit[rows]
-        if self.vectors is not None:
-            return Sequences(**pick, limit=limit, vectors=self.vectors, context=self.context)
-        return Sequences(self._contexts[rows], self._targets[rows], **pick, limit=limit)
-
     def context_rows(self, rows=slice(None)) -> np.ndarray:
         """(B, context) bank rows of the contexts of windows `rows` (indices, a slice or a mask)."""
         return np.asarray(self.index[rows], dtype=np.int64)[:, None] + np.arange(-self.context, 0)
@@ -213,11 +200,9 @@ class Sequences:
 
     def subset(self, rows) -> "Sequences":
         """Windows `rows` as Sequences of their own (what was gathered already is sliced, not gathered again)."""
-        pick = (lambda a: None if a is None else a[rows])
         out = copy.copy(self)
-        out.article, out.position, out.index, out.limit = (self.article[rows], self.position[rows],
-                                                           self.index[rows], pick(self.limit))
-        out._contexts, out._targets = pick(self._contexts), pick(self._targets)
+        for name in ("article", "position", "index", "limit", "_contexts", "_targets"):
+            setattr(out, name, None if getattr(self, name) is None else getattr(self, name)[rows])
         return out
 
 

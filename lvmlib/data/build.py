@@ -78,8 +78,7 @@ def _chunk_corpus(cfg: BuildConfig, work: Path, plan: dict, progress: bool = Tru
     """Write the corpus's concept layout (texts, article/position per concept, articles with their split) into
     `work`, then plan.json and layout.json (counts and chunking stats), which mark it complete."""
     reader = CorpusReader(cfg.corpus_path(), cfg.max_articles, cfg.skip_bad)
-    texts, articles, lengths = [], [], []
-    dropped_words = 0
+    texts, articles, lengths, dropped_words = [], [], [], 0
     lines = Lines("chunking", reader.articles_read, " articles", enabled=progress)
     for art in bar(reader, desc="chunking", unit=" articles", total=cfg.max_articles, mininterval=2,
                    disable=not progress):

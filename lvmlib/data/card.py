@@ -23,8 +23,7 @@ def adjacent_and_random_cosines(bank: Bank, n_pairs: int = 20000, seed: int = 0)
     adjacent = np.einsum("nd,nd->n", bank.vectors[i], bank.vectors[i + 1])
     a, b = rng.integers(0, len(bank), size=(2, n_pairs))
     keep = bank.article[a] != bank.article[b]
-    random = np.einsum("nd,nd->n", bank.vectors[a[keep]], bank.vectors[b[keep]])
-    return adjacent, random
+    return adjacent, np.einsum("nd,nd->n", bank.vectors[a[keep]], bank.vectors[b[keep]])
 
 
 def dataset_card(bank: Bank, n_pairs: int = 20000, seed: int = 0) -> dict:

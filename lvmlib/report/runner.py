@@ -1,6 +1,5 @@
-"""Run a notebook as a report: ``lvm report NOTEBOOK --params FILE`` writes one run folder
-``<outputs>/<notebook stem>/<UTC>-<git>-<params hash>/`` (RUN_FILES; docs/architecture.md).
-papermill and nbconvert are imported lazily."""
+"""Run a notebook as a report: ``lvm report NOTEBOOK --params FILE`` writes one run folder ``<outputs>/<notebook
+stem>/<UTC>-<git>-<params hash>/`` (RUN_FILES; docs/architecture.md). papermill and nbconvert load lazily."""
 from __future__ import annotations
 
 import ast
@@ -64,9 +63,7 @@ def save_artifact(name: str, text: str) -> Path | None:
     if not name or Path(name).name != name or name in RUN_FILES:
         raise ReportError(f"artifact name {name!r} must be a plain file name other than {sorted(RUN_FILES)}")
     report_dir = os.environ.get(REPORT_DIR_ENV)
-    if not report_dir:
-        return None
-    return files.write_text(Path(report_dir) / name, text)
+    return files.write_text(Path(report_dir) / name, text) if report_dir else None
 
 
 def load_params(params_file: str | os.PathLike | None) -> dict[str, Any]:
@@ -94,8 +91,7 @@ def load_params(params_file: str | os.PathLike | None) -> dict[str, Any]:
     return data
 
 
-def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
-                   ) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, str]]:
     """(resolved, unresolved): the notebook's defaults updated by ``overrides``; defaults that are not
     literals (``x = 2**3``) cannot go to params.yaml faithfully and come back as their source text."""
     import papermill
@@ -105,8 +101,7 @@ def resolve_params(notebook: Path, overrides: Mapping[str, Any], where: str
     if unknown:
         declares = f"its parameters cell declares {sorted(declared)}" if declared else "it has no parameters cell"
         raise ReportError(f"{where}: unknown parameter(s) {unknown} for {notebook.name}; {declares}")
-    resolved: dict[str, Any] = {}
-    unresolved: dict[str, str] = {}
+    resolved, unresolved = {}, {}
     for name, info in declared.items():
         try:
             resolved[name] = overrides[name] if name in overrides else ast.literal_eval(info["default"])
@@ -123,8 +118,7 @@ def params_hash(params: Mapping[str, Any]) -> str:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -156,9 +150,8 @@ def environment_facts() -> dict[str, Any]:
 
 
 def ensure_kernel(name: str = DEFAULT_KERNEL, prefix: str | os.PathLike | None = None) -> Path:
-    """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv, with
-    KERNEL_ENV) if it does not exist yet; a kernelspec of this environment names the IPC provisioner
-    (report/kernel.py). `make setup` installs ``lvm-lab`` and the venv's own ``python3`` (the notebooks' kernel)."""
+    """Kernel ``name``'s folder, installed for this Python (into ``prefix``, default the venv) if it does not exist
+    yet, then `_name_provisioner`-ed. `make setup` installs ``lvm-lab`` and the venv's ``python3`` (the notebooks')."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     folder = None
@@ -242,10 +235,9 @@ def _report_cells(info: dict[str, Any], metrics: Mapping[str, Any], params: Mapp
     tldr = tldr_items(metrics.get("tldr"))
     if tldr:
         parts.append('<p><b>TL;DR</b></p><ul class="lvm-tldr">' + "".join(f"<li>{e(t)}</li>" for t in tldr) + "</ul>")
-    rows = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(json.dumps(v, default=str))}</code></td></tr>"
-                   for k, v in params.items())
-    rows += "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(v)}</code> (notebook default)</td></tr>"
-                    for k, v in unresolved.items())
+    cells = [(k, json.dumps(v, default=str), "") for k, v in params.items()]
+    rows = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(v)}</code>{note}</td></tr>" for k, v, note in
+                   cells + [(k, v, " (notebook default)") for k, v in unresolved.items()])
     return (nbformat.v4.new_markdown_cell("\n".join(parts)), nbformat.v4.new_markdown_cell(
         f"<details><summary><b>Parameters</b> (params file <code>{e(str(info['params_file']))}</code>)</summary>"
         f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>"))

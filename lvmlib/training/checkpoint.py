@@ -53,8 +53,7 @@ def _to_cpu(obj):
 
 
 def save_checkpoint(path, model: LVM, **record) -> Path:
-    """Write weights + config + probe + `record` atomically, once the model rebuilt from them predicts what
-    the live model predicts."""
+    """Write weights + config + probe + `record` atomically, once the model rebuilt from them predicts as it does."""
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     probe = _probe(_rebuild(model.config, state, path), PROBE_SEED)   # on CPU, from the saved weights

@@ -1,10 +1,7 @@
 """The training loop: `fit(model, train, val, spec)` on in-memory sequences. AdamW, a plateau or warm-up + cosine
-LR schedule, gradient clipping, optional bf16 autocast, the best weights by the stop metric (VAL cosine unless told
-otherwise), and a stop rule counted in optimizer steps: a run stops when the metric has not gained min_delta for
-max(patience_steps, patience_share * steps so far) steps after the LR was lowered, and is called converged only if
-its VAL cosine is also flat over that last stretch (a least-squares slope). All randomness of epoch e is seeded from
-(seed, e), so a resumed run replays an uninterrupted one bit for bit. Under torch.distributed each rank trains on its
-shard of every batch; only rank 0 writes."""
+LR schedule, gradient clipping, optional bf16 autocast, the best weights by the stop metric and the stop rule
+(docs/architecture.md). All randomness of epoch e is seeded from (seed, e), so a resumed run replays an uninterrupted
+one bit for bit. Under torch.distributed each rank trains on its shard of every batch; only rank 0 writes."""
 import contextlib
 import hashlib
 import math
@@ -234,7 +231,7 @@ def fit(model: LVM, train: Sequences, val: Sequences, spec: RunSpec, *, bank=Non
     if len(train) == 0 or len(val) == 0:
         raise ConfigError(f"fit needs non-empty train and val sequences (got {len(train)} and {len(val)})")
     if spec.train.val_rows and spec.train.val_rows < len(val):   # the same rows for every run and seed
-        val = val.take(np.sort(np.random.default_rng(0).choice(len(val), spec.train.val_rows, replace=False)))
+        val = val.subset(np.sort(np.random.default_rng(0).choice(len(val), spec.train.val_rows, replace=False)))
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ConfigError("resume needs an output folder (params.out)")
@@ -282,17 +279,16 @@ def _train(run: _Run, spec: RunSpec, train_t: _Tensors, val_t: _Tensors, curricu
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = _scheduler(optimizer, tcfg, len(train_t))
-    best_weights = None
-    if last is not None:
-        optimizer.load_state_dict(last["optimizer"])
-        scheduler.load_state_dict(last["scheduler"])
-        if run.state["best"]["epoch"] is not None:
-            best_weights = load_checkpoint(run.out_dir / "best.pt")[0].state_dict()
     step_module = (run.objective if world == 1 else
                    DistributedDataParallel(run.objective, device_ids=[device.index] if device.type == "cuda" else None))
     precision = resolve_precision(tcfg.precision, device)
     if last is None:
         best_weights = _start(run, val_t, tcfg)
+    else:
+        optimizer.load_state_dict(last["optimizer"])
+        scheduler.load_state_dict(last["scheduler"])
+        has_best = run.state["best"]["epoch"] is not None
+        best_weights = load_checkpoint(run.out_dir / "best.pt")[0].state_dict() if has_best else None
     for epoch in range(len(run.history), tcfg.epochs):
         if run.state["stop_reason"] in CONVERGED or run.state["stop_reason"] == MAX_STEPS:
             break
@@ -357,13 +353,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "fp32"
-        return "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "fp32"
-    return "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text() if device.type == "cpu" else ""
+    except OSError:
+        flags = ""
+    return "bf16" if " avx512_bf16" in flags or " amx_bf16" in flags else "fp32"
 
 
 def _autocast(precision: str, device: torch.device):
@@ -403,10 +397,8 @@ def final_slope(history: list[dict], window: int) -> float | None:
 
 
 def flatness(history: list[dict], tcfg, initial: float | None = None) -> tuple[float | None, bool]:
-    """(slope per 1,000 steps over the last patience window, flat). Flat: at that slope the window adds less than
-    min_delta of VAL cosine, AND as many steps again as the run has taken would add less than flat_share of what it
-    gained since it started (`initial`, else its first validation). The second part catches a slow learner, whose
-    every window gains little."""
+    """(slope per 1,000 steps over the last patience window, flat) as the stop rule defines them (docs/architecture.md),
+    the gain counted from `initial`, else the first validation; flat's second part catches a slow learner."""
     steps = history[-1].get("step", 0) if history else 0
     window = patience(tcfg, steps, _per_epoch(history))
     slope = final_slope(history, window)
@@ -453,10 +445,9 @@ def _train_epoch(step_module, trainable, optimizer, scheduler, data: _Tensors, o
 
 
 def _early_stopping(state: dict, history: list[dict], tcfg, lr_now: float) -> bool:
-    """Update the best epoch, the patience anchor and the stop reason from the latest validation; True if the
-    stop metric is the best so far (its weights are kept). Only a gain of min_delta over the anchor resets the
-    patience, so a slow learner's small gains add up; a run stops (converged) only after its LR was lowered, not
-    before 2 x patience_steps, and once it is flat (`flatness`)."""
+    """Update the best epoch, the patience anchor and the stop reason from the latest validation (the stop rule:
+    docs/architecture.md); True if the stop metric is the best so far (its weights are kept). Only a gain of
+    min_delta over the anchor resets the patience, so a slow learner's small gains add up."""
     best, anchor, h = state["best"], state["anchor"], history[-1]
     score = _score(tcfg, h["val_cosine"], h["val_loss"])
     if score >= anchor["score"] + tcfg.min_delta:
@@ -540,8 +531,7 @@ def train(spec: RunSpec, *, resume: bool = False, progress: bool = True) -> FitR
             if progress and rank == 0:
                 print(f"{spec.model.name}: {count_parameters(model):,} parameters, {len(train_seqs):,} train / "
                       f"{len(val_seqs):,} val sequences, dim {bank.dim}", file=sys.stderr)
-            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress,
-                         resume=resume)
+            result = fit(model, train_seqs, val_seqs, spec, bank=bank, out_dir=out, progress=progress, resume=resume)
             if writes:
                 files.write_json(out / "history.json", files.to_jsonable(result.history))
         return result
